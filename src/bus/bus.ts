@@ -1,0 +1,57 @@
+// Address-range buses for port I/O and MMIO. Devices are registered at a base and see only the
+// offset from it (rust-vmm vm-device style), so a device never knows where it lives.
+
+/** A device on a bus. `data` is the access (its length is the access size), little-endian. */
+export interface BusDevice {
+  read(offset: number, data: Uint8Array): void;
+  write(offset: number, data: Uint8Array): void;
+}
+
+export interface BusEntry {
+  readonly base: number;
+  readonly sizeBytes: number;
+  readonly name: string;
+  readonly device: BusDevice;
+}
+
+export class BusError extends Error {
+  override readonly name = 'BusError';
+  constructor(readonly kind: 'overlap' | 'empty', message: string) {
+    super(message);
+  }
+}
+
+export class Bus {
+  private entries: BusEntry[] = [];
+
+  constructor(readonly space: 'pio' | 'mmio') {}
+
+  insert(base: number, sizeBytes: number, name: string, device: BusDevice): void {
+    if (sizeBytes <= 0) throw new BusError('empty', `${this.space} device ${name}: size must be positive`);
+    for (const e of this.entries) {
+      if (base < e.base + e.sizeBytes && e.base < base + sizeBytes) {
+        throw new BusError('overlap', `${this.space} device ${name} at 0x${base.toString(16)}+${sizeBytes} overlaps ${e.name} at 0x${e.base.toString(16)}+${e.sizeBytes}`);
+      }
+    }
+    this.entries.push({ base, sizeBytes, name, device });
+    this.entries.sort((a, b) => a.base - b.base);
+  }
+
+  /** The entry covering `addr`, or undefined. Binary search: buses are small but MMIO ones grow. */
+  find(addr: number): BusEntry | undefined {
+    let lo = 0;
+    let hi = this.entries.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const e = this.entries[mid]!;
+      if (addr < e.base) hi = mid - 1;
+      else if (addr >= e.base + e.sizeBytes) lo = mid + 1;
+      else return e;
+    }
+    return undefined;
+  }
+
+  list(): readonly BusEntry[] {
+    return this.entries;
+  }
+}

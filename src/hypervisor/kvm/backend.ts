@@ -1,0 +1,273 @@
+// The KVM backend of the hypervisor boundary: the only module above src/kvm/ that imports it.
+import { Worker } from 'node:worker_threads';
+import * as abi from '../../kvm/abi.js';
+import { KvmError } from '../../kvm/errors.js';
+import * as io from '../../kvm/ioctls.js';
+import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
+import * as libc from '../../kvm/libc.js';
+import { hostView, mapAnonymous, unmap } from '../../kvm/memory.js';
+import type {
+  CpuidEntry, ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState,
+} from '../types.js';
+import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
+import {
+  AccessKind, CONTROL_BLOCK_BYTES, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, VCPU_STATE_NAMES, VcpuCommand,
+  type VcpuWorkerData, type VcpuWorkerMessage,
+} from './vcpu-protocol.js';
+
+const APIC_LVT0 = 0x350;
+const APIC_LVT1 = 0x360;
+const APIC_MODE_EXTINT = 0x7 << 8;
+const APIC_MODE_NMI = 0x4 << 8;
+
+let kickSignalIgnored = false;
+
+export class KvmHypervisor implements Hypervisor {
+  readonly name = 'kvm';
+  private constructor(readonly system: KvmSystem) {}
+
+  static open(path?: string): KvmHypervisor {
+    const system = KvmSystem.open(path);
+    if (!kickSignalIgnored) {
+      // Process-wide SIG_IGN: a kick that reaches a thread with it unblocked is harmless. vCPU
+      // threads keep it blocked except inside KVM_RUN, where KVM turns it into an exit.
+      libc.signal(SIG_KICK, libc.SIG_IGN);
+      kickSignalIgnored = true;
+    }
+    return new KvmHypervisor(system);
+  }
+
+  maxVcpus(): number {
+    return this.system.checkExtension('KVM_CAP_MAX_VCPUS') || this.system.checkExtension('KVM_CAP_NR_VCPUS') || 4;
+  }
+
+  supportedCpuid(): CpuidEntry[] {
+    return this.system.supportedCpuid();
+  }
+
+  allocateRam(sizeBytes: number) {
+    const m = mapAnonymous(sizeBytes, 'guest RAM');
+    return { hva: m.hva, view: hostView(m.hva, sizeBytes), free: () => unmap(m) };
+  }
+
+  viewOf(hva: bigint, sizeBytes: number): ArrayBuffer {
+    return hostView(hva, sizeBytes);
+  }
+
+  createVm(): HvVm {
+    return new KvmVmHandle(this.system, this.system.createVm());
+  }
+
+  close(): void {
+    this.system.close();
+  }
+}
+
+class KvmVmHandle implements HvVm {
+  private readonly vcpus: KvmVcpuHandle[] = [];
+  constructor(readonly system: KvmSystem, readonly vm: KvmVm) {
+    // Intel VMX needs these three pages for real-mode emulation; placed outside RAM, below 4 GiB.
+    if (system.checkExtension('KVM_CAP_SET_TSS_ADDR')) vm.setTssAddr(0xfffb_d000);
+    if (system.checkExtension('KVM_CAP_SET_IDENTITY_MAP_ADDR')) vm.setIdentityMapAddr(0xfffb_c000);
+  }
+
+  addRam(slot: number, ram: RamSlot): void {
+    this.vm.setUserMemoryRegion(slot, 0, ram.gpa, ram.sizeBytes, ram.hva);
+  }
+
+  createInterruptControllers(): void {
+    this.system.require('KVM_CAP_IRQCHIP', 'creating the in-kernel interrupt controllers');
+    this.vm.createIrqchip();
+    this.system.require('KVM_CAP_PIT2', 'creating the in-kernel PIT');
+    this.vm.createPit2(abi.KVM_PIT_SPEAKER_DUMMY);
+  }
+
+  irqLine(gsi: number, level: 0 | 1): void {
+    this.vm.irqLine(gsi, level);
+  }
+
+  createVcpu(index: number): HvVcpu {
+    const fd = this.vm.createVcpu(index);
+    const v = new KvmVcpuHandle(KvmVcpu.map(index, fd, this.system.vcpuMmapSize()));
+    this.vcpus.push(v);
+    return v;
+  }
+
+  close(): void {
+    for (const v of this.vcpus) v.close();
+    this.vm.close();
+  }
+}
+
+class KvmVcpuHandle implements HvVcpu {
+  readonly index: number;
+  private readonly control = new SharedArrayBuffer(CONTROL_BLOCK_BYTES);
+  private readonly ctrl = new Int32Array(this.control);
+  private readonly ctrlBytes = new Uint8Array(this.control);
+  private readonly ctrlBig = new BigInt64Array(this.control);
+  private readonly run8: Uint8Array;
+  private worker: Worker | null = null;
+  private exited: Promise<void> = Promise.resolve();
+  private commandChain: Promise<void> = Promise.resolve();
+  private handlers: ExitHandlers | null = null;
+  private stopping = false;
+
+  constructor(private readonly vcpu: KvmVcpu) {
+    this.index = vcpu.index;
+    this.run8 = new Uint8Array(vcpu.runView());
+  }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    this.vcpu.setCpuid(entries);
+  }
+
+  setRegs(regs: Regs): void {
+    this.vcpu.setRegs(regsToBuffer(regs));
+  }
+
+  getSregs(): Sregs {
+    return sregsFromBuffer(this.vcpu.getSregs());
+  }
+
+  setSregs(sregs: Sregs): void {
+    this.vcpu.setSregs(sregsToBuffer(sregs, Buffer.from(this.vcpu.getSregs())));
+  }
+
+  setupLint(): void {
+    const b = Buffer.alloc(abi.kvm_lapic_state.sizeBytes);
+    if (libc.ioctlPointer(this.vcpu.fd, io.KVM_GET_LAPIC.number, b) < 0) {
+      throw new KvmError('ioctl', 'KVM_GET_LAPIC', this.vcpu.target, libc.errno(), 'reading the local APIC to set LINT0/LINT1');
+    }
+    b.writeUInt32LE((b.readUInt32LE(APIC_LVT0) & ~0x1_0700) | APIC_MODE_EXTINT, APIC_LVT0);
+    b.writeUInt32LE((b.readUInt32LE(APIC_LVT1) & ~0x1_0700) | APIC_MODE_NMI, APIC_LVT1);
+    if (libc.ioctlPointer(this.vcpu.fd, io.KVM_SET_LAPIC.number, b) < 0) {
+      throw new KvmError('ioctl', 'KVM_SET_LAPIC', this.vcpu.target, libc.errno(), 'setting LINT0 to ExtINT and LINT1 to NMI');
+    }
+  }
+
+  async start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[]): Promise<void> {
+    this.handlers = handlers;
+    const data: VcpuWorkerData = {
+      index: this.index, fd: this.vcpu.fd, runHva: this.vcpu.runHva, runSizeBytes: this.vcpu.runSizeBytes,
+      control: this.control, ram, localDevices: local,
+    };
+    const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
+    this.worker = worker;
+    let onReady!: () => void;
+    let onFail!: (e: Error) => void;
+    const ready = new Promise<void>((res, rej) => { onReady = res; onFail = rej; });
+    worker.on('message', (m: VcpuWorkerMessage) => {
+      switch (m.type) {
+        case 'ready': onReady(); break;
+        case 'guest-exit': handlers.guestExit(this.index, m.status, m.reason); break;
+        case 'fatal': handlers.fatal(this.index, m.report); break;
+        case 'error':
+          onFail(new Error(m.message));
+          handlers.fatal(this.index, `vcpu ${this.index}: ${m.message}`);
+          break;
+      }
+    });
+    this.exited = new Promise((res) => worker.once('exit', () => res()));
+    worker.once('error', (e) => { onFail(e); handlers.fatal(this.index, `vcpu ${this.index} thread failed: ${e.message}`); });
+    void this.serveMailbox();
+    await ready;
+  }
+
+  /** Answers device accesses the worker forwards, on the main thread, until the vCPU stops. */
+  private async serveMailbox(): Promise<void> {
+    const ctrl = this.ctrl;
+    for (;;) {
+      const state = Atomics.load(ctrl, CTRL.MBOX);
+      if (state !== Mbox.Request) {
+        if (Atomics.load(ctrl, CTRL.STATE) === 3 /* stopped */ && this.worker === null) return;
+        const w = Atomics.waitAsync(ctrl, CTRL.MBOX, state, 200);
+        if (w.async) await w.value;
+        if (this.stopping && Atomics.load(ctrl, CTRL.STATE) === 3) return;
+        continue;
+      }
+      const kind = ctrl[CTRL.MBOX_KIND] as AccessKind;
+      const isWrite = ctrl[CTRL.MBOX_IS_WRITE] === 1;
+      const size = ctrl[CTRL.MBOX_SIZE]!;
+      const addr = (ctrl[CTRL.MBOX_ADDR_LO]! >>> 0) + (ctrl[CTRL.MBOX_ADDR_HI]! >>> 0) * 0x1_0000_0000;
+      const data = this.ctrlBytes.subarray(MBOX_DATA_BYTE_OFFSET, MBOX_DATA_BYTE_OFFSET + size);
+      if (!isWrite) data.fill(0xff);
+      try {
+        if (kind === AccessKind.Pio) this.handlers!.pio(this.index, addr, isWrite, data);
+        else this.handlers!.mmio(this.index, addr, isWrite, data);
+      } catch (e) {
+        this.handlers!.fatal(this.index, `device error on ${kind === AccessKind.Pio ? 'port' : 'gpa'} 0x${addr.toString(16)}: ${(e as Error).message}`);
+      }
+      Atomics.store(ctrl, CTRL.MBOX, Mbox.Response);
+      Atomics.notify(ctrl, CTRL.MBOX);
+      // Wait for the worker to take the response before looking for the next request.
+      while (Atomics.load(ctrl, CTRL.MBOX) === Mbox.Response) {
+        const w = Atomics.waitAsync(ctrl, CTRL.MBOX, Mbox.Response, 200);
+        if (w.async) await w.value;
+        if (Atomics.load(ctrl, CTRL.STATE) === 3) break;
+      }
+    }
+  }
+
+  state(): VcpuRunState {
+    return VCPU_STATE_NAMES[Atomics.load(this.ctrl, CTRL.STATE)]!;
+  }
+
+  /** Forces the vCPU out of KVM_RUN (or makes its next entry return at once). */
+  kick(): void {
+    Atomics.store(this.run8, abi.kvm_run.at.immediate_exit, 1);
+    const tid = Atomics.load(this.ctrlBig, CTRL.TID_BIGINT_SLOT);
+    if (tid !== 0n) libc.pthreadKill(tid, SIG_KICK);
+  }
+
+  private command(cmd: VcpuCommand): Promise<void> {
+    const next = this.commandChain.then(async () => {
+      if (this.state() === 'stopped') return;
+      const before = Atomics.load(this.ctrl, CTRL.ACK);
+      Atomics.store(this.ctrl, CTRL.CMD, cmd);
+      Atomics.notify(this.ctrl, CTRL.CMD);
+      this.kick();
+      while (Atomics.load(this.ctrl, CTRL.ACK) === before) {
+        const w = Atomics.waitAsync(this.ctrl, CTRL.ACK, before, 100);
+        if (w.async) await w.value;
+        // A vCPU parked somewhere other than KVM_RUN (or that missed a kick) is kicked again.
+        if (Atomics.load(this.ctrl, CTRL.ACK) === before) this.kick();
+      }
+    });
+    this.commandChain = next.catch(() => undefined);
+    return next;
+  }
+
+  pause(): Promise<void> { return this.command(VcpuCommand.Pause); }
+  resume(): Promise<void> { return this.command(VcpuCommand.Resume); }
+
+  async readState(): Promise<{ regs: Regs; sregs: Sregs }> {
+    if (this.state() !== 'paused') throw new Error(`vcpu ${this.index}: registers can be read only while paused (state: ${this.state()})`);
+    await this.command(VcpuCommand.ReadRegs);
+    const off = CTRL.REGS_BYTE_OFFSET;
+    return {
+      regs: regsFromBuffer(this.ctrlBytes.slice(off, off + abi.kvm_regs.sizeBytes)),
+      sregs: sregsFromBuffer(this.ctrlBytes.slice(off + abi.kvm_regs.sizeBytes, off + abi.kvm_regs.sizeBytes + abi.kvm_sregs.sizeBytes)),
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (!this.worker) return;
+    this.stopping = true;
+    if (this.state() !== 'stopped') await this.command(VcpuCommand.Stop);
+    // A worker waiting on the mailbox is released by a response.
+    if (Atomics.load(this.ctrl, CTRL.MBOX) === Mbox.Request) {
+      Atomics.store(this.ctrl, CTRL.MBOX, Mbox.Response);
+      Atomics.notify(this.ctrl, CTRL.MBOX);
+    }
+    await this.exited;
+    this.worker = null;
+  }
+
+  stats(): { exits: number; kicks: number } {
+    return { exits: Atomics.load(this.ctrl, CTRL.STAT_EXITS), kicks: Atomics.load(this.ctrl, CTRL.STAT_KICKS) };
+  }
+
+  close(): void {
+    this.vcpu.close();
+  }
+}

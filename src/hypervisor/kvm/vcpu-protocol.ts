@@ -1,0 +1,62 @@
+// The shared-memory protocol between a vCPU worker and the main thread: commands in, state and
+// forwarded device accesses out. One Int32Array over a SharedArrayBuffer per vCPU; the worker
+// never runs its event loop (it sits in KVM_RUN), so nothing here uses postMessage to reach it.
+
+/** Int32 slots of the control block. */
+export const CTRL = {
+  /** command posted by the main thread (VcpuCommand) */
+  CMD: 0,
+  /** VcpuState, written by the worker */
+  STATE: 1,
+  /** incremented by the worker each time it has handled a command */
+  ACK: 2,
+  /** mailbox for one forwarded access: MBOX_IDLE, MBOX_REQUEST, MBOX_RESPONSE */
+  MBOX: 3,
+  MBOX_KIND: 4,
+  MBOX_IS_WRITE: 5,
+  MBOX_SIZE: 6,
+  MBOX_ADDR_LO: 7,
+  MBOX_ADDR_HI: 8,
+  /** 8 data bytes at Int32 slots 10-11 (byte offset 40) */
+  MBOX_DATA: 10,
+  /** pthread_t of the worker, BigInt64 slot 8 (byte offset 64) */
+  TID_BIGINT_SLOT: 8,
+  /** exits handled, total and by kind (Int32 slots 20..) */
+  STAT_EXITS: 20,
+  STAT_KICKS: 21,
+  /** register snapshot area (byte offset 256): kvm_regs then kvm_sregs */
+  REGS_BYTE_OFFSET: 256,
+} as const;
+export const MBOX_DATA_BYTE_OFFSET = CTRL.MBOX_DATA * 4;
+export const CONTROL_BLOCK_BYTES = 1024;
+
+export const enum VcpuCommand { None = 0, Pause = 1, Resume = 2, Stop = 3, ReadRegs = 4 }
+export const enum VcpuState { Created = 0, Running = 1, Paused = 2, Stopped = 3 }
+export const VCPU_STATE_NAMES = ['created', 'running', 'paused', 'stopped'] as const;
+export const enum Mbox { Idle = 0, Request = 1, Response = 2 }
+export const enum AccessKind { Pio = 1, Mmio = 2 }
+
+/** Signal used to kick a vCPU out of KVM_RUN: SIGRTMIN + 6, clear of glibc's and Node's own use. */
+export const SIG_KICK = 40;
+
+/** Devices the worker handles itself, without a round trip to the main thread. */
+export type LocalDeviceSpec =
+  | { kind: 'debug-exit'; port: number; sizeBytes: number }
+  | { kind: 'sink'; port: number; sizeBytes: number };
+
+export interface VcpuWorkerData {
+  index: number;
+  fd: number;
+  runHva: bigint;
+  runSizeBytes: number;
+  control: SharedArrayBuffer;
+  ram: Array<{ gpa: number; sizeBytes: number; hva: bigint }>;
+  localDevices: LocalDeviceSpec[];
+}
+
+/** Messages the worker posts to the main thread (never on the hot path). */
+export type VcpuWorkerMessage =
+  | { type: 'ready' }
+  | { type: 'guest-exit'; status: number; reason: string }
+  | { type: 'fatal'; report: string }
+  | { type: 'error'; message: string };

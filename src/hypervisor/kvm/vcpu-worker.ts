@@ -1,0 +1,291 @@
+// The vCPU thread: one worker_threads Worker per vCPU, looping on KVM_RUN. Exits that need a
+// device are dispatched here to thread-local devices (debug-exit, sinks) or forwarded to the main
+// thread through the control block; commands (pause/resume/stop) arrive the same way, each after
+// a kick. Spec: Documentation/virt/kvm/api.rst (KVM_RUN, kvm_run, KVM_SET_SIGNAL_MASK, immediate_exit).
+import { parentPort, workerData } from 'node:worker_threads';
+import * as abi from '../../kvm/abi.js';
+import { KvmVcpu } from '../../kvm/kvm.js';
+import * as libc from '../../kvm/libc.js';
+import { hostView } from '../../kvm/memory.js';
+import { GuestMemory } from '../../memory/guest-memory.js';
+import {
+  AccessKind, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, VcpuCommand, VcpuState,
+  type VcpuWorkerData, type VcpuWorkerMessage,
+} from './vcpu-protocol.js';
+import { formatBytes, hex, identifyInstruction } from './diagnose.js';
+
+const EINTR = 4;
+const EAGAIN = 11;
+const IMMEDIATE_EXIT = abi.kvm_run.at.immediate_exit;
+
+const data = workerData as VcpuWorkerData;
+const post = (m: VcpuWorkerMessage) => parentPort!.postMessage(m);
+
+const ctrl = new Int32Array(data.control);
+const ctrlBytes = new Uint8Array(data.control);
+const ctrlBig = new BigInt64Array(data.control);
+const vcpu = new KvmVcpu(data.index, data.fd, data.runHva, data.runSizeBytes);
+const runBuf = vcpu.runView();
+const run8 = new Uint8Array(runBuf);
+const run = new DataView(runBuf);
+const memory = new GuestMemory(data.ram, hostView);
+
+// Local devices: a short list scanned linearly (there are two of them).
+const localPorts: Array<{ base: number; end: number; kind: 'debug-exit' | 'sink' }> =
+  data.localDevices.map((d) => ({ base: d.port, end: d.port + d.sizeBytes, kind: d.kind }));
+
+// Preallocated windows over the PIO data area and the MMIO data bytes: no allocation per exit.
+const ioDataCache = new Map<number, Uint8Array>();
+function ioData(offset: number, size: number): Uint8Array {
+  const key = offset * 16 + size;
+  let v = ioDataCache.get(key);
+  if (v === undefined) {
+    v = new Uint8Array(runBuf, offset, size);
+    if (ioDataCache.size < 64) ioDataCache.set(key, v);
+  }
+  return v;
+}
+const mmioData = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => new Uint8Array(runBuf, abi.RUN.mmio + abi.kvm_run_mmio.at.data, n));
+
+// ---- kick signal set-up -------------------------------------------------------------------
+const kickSet = Buffer.alloc(libc.GLIBC_SIGSET_BYTES);
+kickSet[(SIG_KICK - 1) >> 3]! |= 1 << ((SIG_KICK - 1) & 7);
+const zeroTimeout = Buffer.alloc(16);
+const siginfo = Buffer.alloc(128);
+
+function setUpKickSignal(): void {
+  // Blocked in this thread at all times, so a kick arriving between runs stays pending...
+  if (libc.pthreadSigmask(libc.SIG_BLOCK, kickSet, null) !== 0) throw new Error('pthread_sigmask(SIG_BLOCK) failed');
+  // ...and unblocked only while KVM_RUN runs the guest, where it makes KVM_RUN return EINTR.
+  const current = Buffer.alloc(libc.GLIBC_SIGSET_BYTES);
+  libc.pthreadSigmask(libc.SIG_BLOCK, null, current);
+  current[(SIG_KICK - 1) >> 3]! &= ~(1 << ((SIG_KICK - 1) & 7));
+  vcpu.setSignalMask(current);
+  Atomics.store(ctrlBig, CTRL.TID_BIGINT_SLOT, BigInt(libc.pthreadSelf()));
+}
+
+function drainKicks(): void {
+  while (libc.sigtimedwait(kickSet, siginfo, zeroTimeout) > 0) { /* each call consumes one queued kick */ }
+}
+
+// ---- forwarding to the main thread -------------------------------------------------------
+function forward(kind: AccessKind, addr: number, isWrite: boolean, bytes: Uint8Array): void {
+  ctrl[CTRL.MBOX_KIND] = kind;
+  ctrl[CTRL.MBOX_IS_WRITE] = isWrite ? 1 : 0;
+  ctrl[CTRL.MBOX_SIZE] = bytes.length;
+  ctrl[CTRL.MBOX_ADDR_LO] = addr >>> 0;
+  ctrl[CTRL.MBOX_ADDR_HI] = Math.floor(addr / 0x1_0000_0000);
+  if (isWrite) ctrlBytes.set(bytes, MBOX_DATA_BYTE_OFFSET);
+  Atomics.store(ctrl, CTRL.MBOX, Mbox.Request);
+  Atomics.notify(ctrl, CTRL.MBOX);
+  while (Atomics.load(ctrl, CTRL.MBOX) === Mbox.Request) Atomics.wait(ctrl, CTRL.MBOX, Mbox.Request);
+  if (!isWrite) bytes.set(ctrlBytes.subarray(MBOX_DATA_BYTE_OFFSET, MBOX_DATA_BYTE_OFFSET + bytes.length));
+  Atomics.store(ctrl, CTRL.MBOX, Mbox.Idle);
+}
+
+// ---- exits ---------------------------------------------------------------------------------
+let guestExitStatus = -1;
+
+function pio(): void {
+  const base = abi.RUN.io;
+  const isWrite = run8[base + abi.kvm_run_io.at.direction] === abi.KVM_EXIT_IO_OUT;
+  const size = run8[base + abi.kvm_run_io.at.size]!;
+  const port = run.getUint16(base + abi.kvm_run_io.at.port, true);
+  const count = run.getUint32(base + abi.kvm_run_io.at.count, true);
+  const dataOffset = Number(run.getBigUint64(base + abi.kvm_run_io.at.data_offset, true));
+  for (let i = 0; i < count; i++) {
+    const bytes = ioData(dataOffset + i * size, size);
+    let handled = false;
+    for (let d = 0; d < localPorts.length; d++) {
+      const dev = localPorts[d]!;
+      if (port >= dev.base && port < dev.end) {
+        handled = true;
+        if (dev.kind === 'sink') { if (!isWrite) bytes.fill(0xff); }
+        else if (isWrite) {
+          // isa-debug-exit semantics, with the written value as our exit status.
+          let v = 0;
+          for (let b = size - 1; b >= 0; b--) v = v * 256 + bytes[b]!;
+          guestExitStatus = v & 0xff;
+        } else bytes.fill(0xff);
+        break;
+      }
+    }
+    if (!handled) forward(AccessKind.Pio, port, isWrite, bytes);
+  }
+}
+
+function mmio(): void {
+  const base = abi.RUN.mmio;
+  const gpa = Number(run.getBigUint64(base + abi.kvm_run_mmio.at.phys_addr, true));
+  const len = run.getUint32(base + abi.kvm_run_mmio.at.len, true);
+  const isWrite = run8[base + abi.kvm_run_mmio.at.is_write] !== 0;
+  if (len < 1 || len > 8) return;
+  forward(AccessKind.Mmio, gpa, isWrite, mmioData[len - 1]!);
+}
+
+function readCode(linear: bigint): Uint8Array {
+  const t = vcpu.translate(linear);
+  const gpa = t.valid ? Number(t.gpa) : Number(linear);
+  for (let len = 15; len > 0; len--) {
+    if (memory.contains(gpa, len)) return memory.read(gpa, len);
+  }
+  return new Uint8Array(0);
+}
+
+function describeState(): string {
+  const regs = vcpu.getRegs();
+  const sregs = Buffer.from(vcpu.getSregs());
+  const r = abi.kvm_regs.at;
+  const s = abi.kvm_sregs.at;
+  const g = (name: keyof typeof r) => hex(regs.readBigUInt64LE(r[name]!), 16);
+  const rip = regs.readBigUInt64LE(r.rip!);
+  const csBase = sregs.readBigUInt64LE(s.cs! + abi.kvm_segment.at.base!);
+  const csSel = sregs.readUInt16LE(s.cs! + abi.kvm_segment.at.selector!);
+  const csL = sregs[s.cs! + abi.kvm_segment.at.l!];
+  const csDb = sregs[s.cs! + abi.kvm_segment.at.db!];
+  const cpl = sregs[s.cs! + abi.kvm_segment.at.dpl!];
+  const mode = csL ? '64-bit' : csDb ? '32-bit' : '16-bit';
+  const code = readCode(csBase + rip);
+  const known = identifyInstruction(code);
+  const lines = [
+    `  rip=${hex(rip, 16)} cs=${hex(csSel, 4)} (${mode}, cpl ${cpl}) rflags=${g('rflags')}`,
+    `  rax=${g('rax')} rbx=${g('rbx')} rcx=${g('rcx')} rdx=${g('rdx')}`,
+    `  rsi=${g('rsi')} rdi=${g('rdi')} rsp=${g('rsp')} rbp=${g('rbp')}`,
+    `  cr0=${hex(sregs.readBigUInt64LE(s.cr0!))} cr3=${hex(sregs.readBigUInt64LE(s.cr3!))} cr4=${hex(sregs.readBigUInt64LE(s.cr4!))} efer=${hex(sregs.readBigUInt64LE(s.efer!))}`,
+    `  code at rip: ${code.length ? formatBytes(code) : '(not in guest RAM)'}`,
+  ];
+  if (known) lines.push(`  instruction: ${known.name}${known.note ? ` (${known.note})` : ''}`);
+  return lines.join('\n');
+}
+
+function fatal(what: string): void {
+  let state = '';
+  try { state = describeState(); } catch (e) { state = `  (registers unavailable: ${(e as Error).message})`; }
+  post({ type: 'fatal', report: `vcpu ${data.index}: ${what}\n${state}` });
+}
+
+/** Handles one exit; returns false when the vCPU must stop. */
+function dispatch(): boolean {
+  const reason = run.getUint32(abi.kvm_run.at.exit_reason, true);
+  switch (reason) {
+    case abi.KVM_EXIT_IO:
+      pio();
+      if (guestExitStatus >= 0) {
+        post({ type: 'guest-exit', status: guestExitStatus, reason: 'debug-exit port' });
+        return false;
+      }
+      return true;
+    case abi.KVM_EXIT_MMIO:
+      mmio();
+      return true;
+    case abi.KVM_EXIT_HLT:
+      // Only without an in-kernel LAPIC; nothing will ever wake this vCPU, so treat it as power-off.
+      post({ type: 'guest-exit', status: 0, reason: 'hlt with no interrupt controller' });
+      return false;
+    case abi.KVM_EXIT_SHUTDOWN:
+      fatal('KVM_EXIT_SHUTDOWN: the guest triple-faulted (an exception it could not handle); the VM is stopped');
+      return false;
+    case abi.KVM_EXIT_SYSTEM_EVENT: {
+      const type = run.getUint32(abi.RUN.system_event, true);
+      const status = type === abi.KVM_SYSTEM_EVENT_CRASH ? 1 : 0;
+      post({ type: 'guest-exit', status, reason: `system event ${type}` });
+      return false;
+    }
+    case abi.KVM_EXIT_INTERNAL_ERROR: {
+      const sub = run.getUint32(abi.RUN.internal, true);
+      const subName = sub === abi.KVM_INTERNAL_ERROR_EMULATION ? 'emulation failure: KVM could not emulate the instruction at RIP'
+        : sub === abi.KVM_INTERNAL_ERROR_SIMUL_EX ? 'exception raised while delivering another exception'
+          : sub === abi.KVM_INTERNAL_ERROR_DELIVERY_EV ? 'event delivery failed'
+            : `suberror ${sub}`;
+      fatal(`KVM_EXIT_INTERNAL_ERROR (${subName})`);
+      return false;
+    }
+    case abi.KVM_EXIT_FAIL_ENTRY: {
+      const why = run.getBigUint64(abi.RUN.fail_entry, true);
+      fatal(`KVM_EXIT_FAIL_ENTRY (hardware entry failure reason ${hex(why)}): the initial CPU state is invalid`);
+      return false;
+    }
+    case abi.KVM_EXIT_INTR:
+      return true;
+    default:
+      fatal(`unhandled exit KVM_EXIT_${abi.KVM_EXIT_NAMES[reason] ?? reason}`);
+      return false;
+  }
+}
+
+// ---- commands ------------------------------------------------------------------------------
+function ack(): void {
+  Atomics.add(ctrl, CTRL.ACK, 1);
+  Atomics.notify(ctrl, CTRL.ACK);
+}
+
+function setState(s: VcpuState): void {
+  Atomics.store(ctrl, CTRL.STATE, s);
+  Atomics.notify(ctrl, CTRL.STATE);
+}
+
+/** Handles pending commands; returns false when the vCPU must stop. Blocks while paused. */
+function handleCommands(): boolean {
+  let paused = false;
+  for (;;) {
+    const cmd = Atomics.exchange(ctrl, CTRL.CMD, VcpuCommand.None) as VcpuCommand;
+    switch (cmd) {
+      case VcpuCommand.None:
+        if (!paused) return true;
+        Atomics.wait(ctrl, CTRL.CMD, VcpuCommand.None);
+        continue;
+      case VcpuCommand.Pause:
+        paused = true;
+        setState(VcpuState.Paused);
+        break;
+      case VcpuCommand.Resume:
+        paused = false;
+        setState(VcpuState.Running);
+        ack();
+        return true;
+      case VcpuCommand.Stop:
+        return false;
+      case VcpuCommand.ReadRegs: {
+        ctrlBytes.set(vcpu.getRegs(), CTRL.REGS_BYTE_OFFSET);
+        ctrlBytes.set(vcpu.getSregs(), CTRL.REGS_BYTE_OFFSET + abi.kvm_regs.sizeBytes);
+        break;
+      }
+    }
+    ack();
+  }
+}
+
+function loop(): void {
+  for (;;) {
+    if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
+    const r = vcpu.run();
+    if (r < 0) {
+      if (r === -EINTR || r === -EAGAIN) {
+        // A kick: clear immediate_exit before draining, so a kick that lands after the drain
+        // still finds either the flag or a pending signal on the next entry.
+        Atomics.store(run8, IMMEDIATE_EXIT, 0);
+        drainKicks();
+        Atomics.add(ctrl, CTRL.STAT_KICKS, 1);
+        continue;
+      }
+      fatal(`KVM_RUN failed: errno ${-r}`);
+      return;
+    }
+    ctrl[CTRL.STAT_EXITS]!++;
+    if (!dispatch()) return;
+  }
+}
+
+try {
+  setUpKickSignal();
+  // Sync regs come back in kvm_run on every exit; the hot path then needs no KVM_GET_REGS.
+  run.setBigUint64(abi.kvm_run.at.kvm_valid_regs, BigInt(abi.KVM_SYNC_X86_REGS), true);
+  setState(VcpuState.Running);
+  post({ type: 'ready' });
+  loop();
+} catch (e) {
+  post({ type: 'error', message: (e as Error).message });
+} finally {
+  setState(VcpuState.Stopped);
+  ack();
+}

@@ -1,0 +1,84 @@
+// The hypervisor boundary: what the VMM asks of an accelerator, in backend-neutral types.
+// Code above this line never sees an ioctl number, an fd or a koffi pointer (Cloud Hypervisor's
+// hypervisor crate and QEMU's AccelOpsClass are the models).
+
+export interface Regs {
+  rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint; rsi: bigint; rdi: bigint; rsp: bigint; rbp: bigint;
+  r8: bigint; r9: bigint; r10: bigint; r11: bigint; r12: bigint; r13: bigint; r14: bigint; r15: bigint;
+  rip: bigint; rflags: bigint;
+}
+export const REG_NAMES = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11',
+  'r12', 'r13', 'r14', 'r15', 'rip', 'rflags'] as const;
+
+export interface Segment {
+  base: bigint; limit: number; selector: number; type: number; present: number; dpl: number;
+  db: number; s: number; l: number; g: number; avl: number; unusable: number;
+}
+export interface DescriptorTable { base: bigint; limit: number }
+export interface Sregs {
+  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
+  gdt: DescriptorTable; idt: DescriptorTable;
+  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apicBase: bigint;
+}
+
+export interface CpuidEntry {
+  function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
+}
+
+/** Where a vCPU's device accesses go. Called on the main thread. */
+export interface ExitHandlers {
+  pio(vcpu: number, port: number, isWrite: boolean, data: Uint8Array): void;
+  mmio(vcpu: number, gpa: number, isWrite: boolean, data: Uint8Array): void;
+  /** the guest asked to end the VM (debug-exit port, system event) */
+  guestExit(vcpu: number, status: number, reason: string): void;
+  /** the vCPU cannot go on (emulation failure, triple fault, failed entry); `report` is multi-line */
+  fatal(vcpu: number, report: string): void;
+}
+
+/** Devices served on the vCPU thread itself, with no round trip to the main thread. */
+export type VcpuLocalDevice =
+  | { kind: 'debug-exit'; port: number; sizeBytes: number }
+  | { kind: 'sink'; port: number; sizeBytes: number };
+
+export interface RamSlot { gpa: number; sizeBytes: number; hva: bigint }
+
+export type VcpuRunState = 'created' | 'running' | 'paused' | 'stopped';
+
+export interface HvVcpu {
+  readonly index: number;
+  setCpuid(entries: CpuidEntry[]): void;
+  /** Initial state, before start(). */
+  setRegs(regs: Regs): void;
+  setSregs(sregs: Sregs): void;
+  getSregs(): Sregs;
+  /** Points the local APIC's LINT0 at ExtINT and LINT1 at NMI, as firmware does on the BSP. */
+  setupLint(): void;
+  start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[]): Promise<void>;
+  state(): VcpuRunState;
+  kick(): void;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Reads registers on the vCPU's own thread; only while paused. */
+  readState(): Promise<{ regs: Regs; sregs: Sregs }>;
+  stop(): Promise<void>;
+  stats(): { exits: number; kicks: number };
+}
+
+export interface HvVm {
+  addRam(slot: number, ram: RamSlot): void;
+  /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
+  createInterruptControllers(): void;
+  irqLine(gsi: number, level: 0 | 1): void;
+  createVcpu(index: number): HvVcpu;
+  close(): void;
+}
+
+export interface Hypervisor {
+  readonly name: string;
+  maxVcpus(): number;
+  supportedCpuid(): CpuidEntry[];
+  /** guest RAM allocation; freed with the VM */
+  allocateRam(sizeBytes: number): { hva: bigint; view: ArrayBuffer; free(): void };
+  viewOf(hva: bigint, sizeBytes: number): ArrayBuffer;
+  createVm(): HvVm;
+}

@@ -1,0 +1,270 @@
+// Thin, typed wrappers over /dev/kvm, a VM fd and a vCPU fd. They own the buffers each ioctl
+// needs (allocated once) and turn every failure into a KvmError. Spec: Documentation/virt/kvm/api.rst.
+import * as abi from './abi.js';
+import * as io from './ioctls.js';
+import { KvmError } from './errors.js';
+import * as libc from './libc.js';
+
+function fail(call: string, target: string, doing: string, hint = ''): never {
+  throw new KvmError('ioctl', call, target, libc.errno(), doing, hint);
+}
+
+export interface CpuidEntry {
+  function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
+}
+
+export class KvmSystem {
+  private constructor(readonly fd: number, readonly path: string) {}
+
+  /** Opens /dev/kvm; errors name the missing device or permission and what to do. */
+  static open(path = '/dev/kvm'): KvmSystem {
+    const fd = libc.open(path, libc.O_RDWR | libc.O_CLOEXEC);
+    if (fd < 0) {
+      const errno = libc.errno();
+      const hint = errno === 2 ? 'KVM is not available on this host: load the kvm module or run on a machine with virtualization enabled'
+        : errno === 13 || errno === 1 ? `add your user to the group that owns ${path} (usually "kvm") or run as root`
+          : 'check that KVM is enabled on this host';
+      throw new KvmError('open', `open(${path})`, 'host', errno, 'opening the KVM device', hint);
+    }
+    const system = new KvmSystem(fd, path);
+    const version = libc.ioctlValue(fd, io.KVM_GET_API_VERSION.number, 0);
+    if (version !== io.KVM_API_VERSION) {
+      throw new KvmError('capability', 'KVM_GET_API_VERSION', 'system', 0, `checking the KVM API version (got ${version}, need ${io.KVM_API_VERSION})`);
+    }
+    return system;
+  }
+
+  checkExtension(cap: abi.KvmCapName): number {
+    const r = libc.ioctlValue(this.fd, io.KVM_CHECK_EXTENSION.number, abi.KVM_CAP[cap]);
+    return r < 0 ? 0 : r;
+  }
+
+  require(cap: abi.KvmCapName, doing: string): number {
+    const r = this.checkExtension(cap);
+    if (r <= 0) throw new KvmError('capability', `KVM_CHECK_EXTENSION(${cap})`, 'system', 0, doing, `this host's KVM lacks ${cap}`);
+    return r;
+  }
+
+  vcpuMmapSize(): number {
+    const r = libc.ioctlValue(this.fd, io.KVM_GET_VCPU_MMAP_SIZE.number, 0);
+    if (r < 0) fail('KVM_GET_VCPU_MMAP_SIZE', 'system', 'sizing the kvm_run page');
+    return r;
+  }
+
+  supportedCpuid(): CpuidEntry[] {
+    const n = abi.KVM_MAX_CPUID_ENTRIES;
+    const buf = Buffer.alloc(abi.kvm_cpuid2.sizeBytes + n * abi.kvm_cpuid_entry2.sizeBytes);
+    buf.writeUInt32LE(n, abi.kvm_cpuid2.at.nent);
+    if (libc.ioctlPointer(this.fd, io.KVM_GET_SUPPORTED_CPUID.number, buf) < 0) {
+      fail('KVM_GET_SUPPORTED_CPUID', 'system', `reading the host's CPUID (${n} entries)`);
+    }
+    const nent = buf.readUInt32LE(abi.kvm_cpuid2.at.nent);
+    const out: CpuidEntry[] = [];
+    const e = abi.kvm_cpuid_entry2.at;
+    for (let i = 0; i < nent; i++) {
+      const base = abi.kvm_cpuid2.sizeBytes + i * abi.kvm_cpuid_entry2.sizeBytes;
+      out.push({
+        function: buf.readUInt32LE(base + e.function), index: buf.readUInt32LE(base + e.index),
+        flags: buf.readUInt32LE(base + e.flags), eax: buf.readUInt32LE(base + e.eax), ebx: buf.readUInt32LE(base + e.ebx),
+        ecx: buf.readUInt32LE(base + e.ecx), edx: buf.readUInt32LE(base + e.edx),
+      });
+    }
+    return out;
+  }
+
+  createVm(): KvmVm {
+    const fd = libc.ioctlValue(this.fd, io.KVM_CREATE_VM.number, 0);
+    if (fd < 0) fail('KVM_CREATE_VM', 'system', 'creating the VM', 'check free memory and the kvm module');
+    return new KvmVm(this, fd);
+  }
+
+  close(): void {
+    libc.close(this.fd);
+  }
+}
+
+export class KvmVm {
+  private readonly irqLevel = Buffer.alloc(abi.kvm_irq_level.sizeBytes);
+  constructor(readonly system: KvmSystem, readonly fd: number) {}
+
+  private call(req: io.Ioctl, arg: Buffer | number, doing: string, hint = ''): number {
+    const r = typeof arg === 'number' ? libc.ioctlValue(this.fd, req.number, arg) : libc.ioctlPointer(this.fd, req.number, arg);
+    if (r < 0) fail(req.name, 'vm', doing, hint);
+    return r;
+  }
+
+  setUserMemoryRegion(slot: number, flags: number, gpa: number, sizeBytes: number, hva: bigint): void {
+    const b = Buffer.alloc(abi.kvm_userspace_memory_region.sizeBytes);
+    const f = abi.kvm_userspace_memory_region.at;
+    b.writeUInt32LE(slot, f.slot);
+    b.writeUInt32LE(flags, f.flags);
+    b.writeBigUInt64LE(BigInt(gpa), f.guest_phys_addr);
+    b.writeBigUInt64LE(BigInt(sizeBytes), f.memory_size);
+    b.writeBigUInt64LE(hva, f.userspace_addr);
+    this.call(io.KVM_SET_USER_MEMORY_REGION, b,
+      `mapping memslot ${slot} gpa 0x${gpa.toString(16)} size 0x${sizeBytes.toString(16)} at hva 0x${hva.toString(16)}`);
+  }
+
+  setTssAddr(gpa: number): void {
+    this.call(io.KVM_SET_TSS_ADDR, gpa, `placing the real-mode TSS at gpa 0x${gpa.toString(16)}`);
+  }
+
+  setIdentityMapAddr(gpa: number): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(gpa));
+    this.call(io.KVM_SET_IDENTITY_MAP_ADDR, b, `placing the identity-map page at gpa 0x${gpa.toString(16)}`);
+  }
+
+  createIrqchip(): void {
+    this.call(io.KVM_CREATE_IRQCHIP, 0, 'creating the in-kernel PIC, IOAPIC and LAPICs');
+  }
+
+  createPit2(flags: number): void {
+    const b = Buffer.alloc(abi.kvm_pit_config.sizeBytes);
+    b.writeUInt32LE(flags, abi.kvm_pit_config.at.flags);
+    this.call(io.KVM_CREATE_PIT2, b, 'creating the in-kernel PIT');
+  }
+
+  /** Drives an interrupt line of the in-kernel PIC and IOAPIC (GSI numbering). */
+  irqLine(gsi: number, level: 0 | 1): void {
+    this.irqLevel.writeUInt32LE(gsi, abi.kvm_irq_level.at.irq);
+    this.irqLevel.writeUInt32LE(level, abi.kvm_irq_level.at.level);
+    this.call(io.KVM_IRQ_LINE, this.irqLevel, `setting GSI ${gsi} to level ${level}`);
+  }
+
+  enableCap(cap: number, args: number[], doing: string): void {
+    const b = Buffer.alloc(abi.kvm_enable_cap.sizeBytes);
+    b.writeUInt32LE(cap, abi.kvm_enable_cap.at.cap);
+    args.forEach((a, i) => b.writeBigUInt64LE(BigInt(a), abi.kvm_enable_cap.at.args + i * 8));
+    this.call(io.KVM_ENABLE_CAP_VM, b, doing);
+  }
+
+  createVcpu(index: number): number {
+    return this.call(io.KVM_CREATE_VCPU, index, `creating vCPU ${index}`, 'the host may allow fewer vCPUs; lower --cpus');
+  }
+
+  close(): void {
+    libc.close(this.fd);
+  }
+}
+
+/**
+ * A vCPU fd and its mapped kvm_run page. Usable from the vCPU's own thread (KVM_RUN and state
+ * ioctls) and, before the vCPU starts, from the thread that created it.
+ */
+export class KvmVcpu {
+  readonly target: string;
+  private readonly regsBuf = Buffer.alloc(abi.kvm_regs.sizeBytes);
+  private readonly sregsBuf = Buffer.alloc(abi.kvm_sregs.sizeBytes);
+
+  constructor(readonly index: number, readonly fd: number, readonly runHva: bigint, readonly runSizeBytes: number) {
+    this.target = `vcpu ${index}`;
+  }
+
+  /** Maps kvm_run for a freshly created vCPU fd. */
+  static map(index: number, fd: number, mmapSizeBytes: number): KvmVcpu {
+    const ptr = libc.mmap(null, mmapSizeBytes, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
+    const hva = libc.addressOf(ptr);
+    if (hva === 0xffffffffffffffffn || hva === 0n) {
+      throw new KvmError('mmap', 'mmap(vcpu fd)', `vcpu ${index}`, libc.errno(), 'mapping the kvm_run page');
+    }
+    return new KvmVcpu(index, fd, hva, mmapSizeBytes);
+  }
+
+  runView(): ArrayBuffer {
+    return libc.viewOf(this.runHva, this.runSizeBytes);
+  }
+
+  private call(req: io.Ioctl, arg: Buffer | number, doing: string): number {
+    const r = typeof arg === 'number' ? libc.ioctlValue(this.fd, req.number, arg) : libc.ioctlPointer(this.fd, req.number, arg);
+    if (r < 0) fail(req.name, this.target, doing);
+    return r;
+  }
+
+  /** KVM_RUN; returns 0 or -errno (EINTR after a kick, EAGAIN) without throwing, for the hot path. */
+  run(): number {
+    const r = libc.ioctlValue(this.fd, io.KVM_RUN.number, 0);
+    return r < 0 ? -libc.errno() : r;
+  }
+
+  getRegs(): Buffer {
+    this.call(io.KVM_GET_REGS, this.regsBuf, 'reading general registers');
+    return this.regsBuf;
+  }
+
+  setRegs(buf: Buffer): void {
+    this.call(io.KVM_SET_REGS, buf, 'writing general registers');
+  }
+
+  getSregs(): Buffer {
+    this.call(io.KVM_GET_SREGS, this.sregsBuf, 'reading segment and control registers');
+    return this.sregsBuf;
+  }
+
+  setSregs(buf: Buffer): void {
+    this.call(io.KVM_SET_SREGS, buf, 'writing segment and control registers');
+  }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    const b = Buffer.alloc(abi.kvm_cpuid2.sizeBytes + entries.length * abi.kvm_cpuid_entry2.sizeBytes);
+    b.writeUInt32LE(entries.length, abi.kvm_cpuid2.at.nent);
+    const e = abi.kvm_cpuid_entry2.at;
+    entries.forEach((entry, i) => {
+      const base = abi.kvm_cpuid2.sizeBytes + i * abi.kvm_cpuid_entry2.sizeBytes;
+      b.writeUInt32LE(entry.function, base + e.function);
+      b.writeUInt32LE(entry.index, base + e.index);
+      b.writeUInt32LE(entry.flags, base + e.flags);
+      b.writeUInt32LE(entry.eax >>> 0, base + e.eax);
+      b.writeUInt32LE(entry.ebx >>> 0, base + e.ebx);
+      b.writeUInt32LE(entry.ecx >>> 0, base + e.ecx);
+      b.writeUInt32LE(entry.edx >>> 0, base + e.edx);
+    });
+    this.call(io.KVM_SET_CPUID2, b, `setting ${entries.length} CPUID entries`);
+  }
+
+  setMsrs(msrs: Array<[number, bigint]>): void {
+    const b = Buffer.alloc(abi.kvm_msrs.sizeBytes + msrs.length * abi.kvm_msr_entry.sizeBytes);
+    b.writeUInt32LE(msrs.length, abi.kvm_msrs.at.nmsrs);
+    msrs.forEach(([index, value], i) => {
+      const base = abi.kvm_msrs.sizeBytes + i * abi.kvm_msr_entry.sizeBytes;
+      b.writeUInt32LE(index, base + abi.kvm_msr_entry.at.index);
+      b.writeBigUInt64LE(value, base + abi.kvm_msr_entry.at.data);
+    });
+    const n = this.call(io.KVM_SET_MSRS, b, `setting ${msrs.length} MSRs`);
+    if (n !== msrs.length) {
+      const bad = msrs[n]?.[0] ?? 0;
+      throw new KvmError('ioctl', 'KVM_SET_MSRS', this.target, 0, `setting MSR 0x${bad.toString(16)} (entry ${n} of ${msrs.length})`, 'the host refused this MSR');
+    }
+  }
+
+  getMpState(): number {
+    const b = Buffer.alloc(4);
+    this.call(io.KVM_GET_MP_STATE, b, 'reading the multiprocessing state');
+    return b.readUInt32LE(0);
+  }
+
+  /**
+   * Sets the signals KVM_RUN unblocks while the guest runs (the kernel's 64-bit sigset, not
+   * glibc's 1024-bit one). `unblocked` lists the signals to let through; all others stay blocked.
+   */
+  setSignalMask(blockedSet: Buffer): void {
+    const b = Buffer.alloc(abi.kvm_signal_mask.sizeBytes + libc.KERNEL_SIGSET_BYTES);
+    b.writeUInt32LE(libc.KERNEL_SIGSET_BYTES, abi.kvm_signal_mask.at.len);
+    blockedSet.copy(b, abi.kvm_signal_mask.sizeBytes, 0, libc.KERNEL_SIGSET_BYTES);
+    this.call(io.KVM_SET_SIGNAL_MASK, b, 'setting the signal mask used inside KVM_RUN');
+  }
+
+  /** Linear-to-physical translation through the guest's page tables (KVM_TRANSLATE). */
+  translate(linear: bigint): { gpa: bigint; valid: boolean } {
+    const b = Buffer.alloc(abi.kvm_translation.sizeBytes);
+    b.writeBigUInt64LE(linear, abi.kvm_translation.at.linear_address);
+    const r = libc.ioctlPointer(this.fd, io.KVM_TRANSLATE.number, b);
+    if (r < 0) return { gpa: 0n, valid: false };
+    return { gpa: b.readBigUInt64LE(abi.kvm_translation.at.physical_address), valid: b[abi.kvm_translation.at.valid] !== 0 };
+  }
+
+  close(): void {
+    libc.munmap(this.runHva, this.runSizeBytes);
+    libc.close(this.fd);
+  }
+}

@@ -1,0 +1,189 @@
+// A tsvmm machine: one VM with its RAM, in-kernel interrupt controllers and PIT, COM1, i8042,
+// debug-exit, and N vCPU threads. Builds the guest's boot state and runs it until it ends.
+import { Bus } from '../bus/bus.js';
+import { loadGuest, type LoadedGuest } from '../boot/loader.js';
+import * as layout from '../boot/layout.js';
+import { I8042 } from '../devices/i8042.js';
+import { Serial8250 } from '../devices/serial8250.js';
+import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, VcpuLocalDevice } from '../hypervisor/types.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { ConsoleSink } from './console.js';
+
+export interface MachineConfig {
+  kernel: Uint8Array;
+  kernelName: string;
+  initrd?: Uint8Array | null;
+  cmdline: string;
+  cpus: number;
+  memoryBytes: number;
+  console: ConstructorParameters<typeof ConsoleSink>[0];
+  /** keep every serial byte in `serialOutput()` (tests) */
+  captureSerial?: boolean;
+  /** log unclaimed accesses to stderr (once per address) */
+  logUnclaimed?: boolean;
+}
+
+export interface MachineResult {
+  /** process exit status: the guest's debug-exit value, 0 for reset/power-off, 1 for a VMM-side stop */
+  status: number;
+  reason: string;
+  fatal?: string;
+}
+
+export class Machine implements ExitHandlers {
+  readonly memory: GuestMemory;
+  readonly pioBus = new Bus('pio');
+  readonly mmioBus = new Bus('mmio');
+  readonly vcpus: HvVcpu[] = [];
+  readonly serial: Serial8250;
+  readonly guest: LoadedGuest;
+  readonly unclaimed = new Map<string, number>();
+  private readonly vm: HvVm;
+  private readonly ram: RamSlot[] = [];
+  private readonly freeRam: Array<() => void> = [];
+  private readonly console: ConsoleSink;
+  private result: MachineResult | null = null;
+  private finished!: (r: MachineResult) => void;
+  private readonly done = new Promise<MachineResult>((res) => { this.finished = res; });
+  private stopped = false;
+  private readonly startedAtNs = process.hrtime.bigint();
+  firstSerialByteNs: bigint | null = null;
+
+  constructor(private readonly hv: Hypervisor, readonly config: MachineConfig) {
+    this.vm = hv.createVm();
+    try {
+      this.vm.createInterruptControllers();
+      // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB.
+      const low = Math.min(config.memoryBytes, layout.MMIO_HOLE_START_GPA);
+      const slots = [{ gpa: 0, sizeBytes: low }];
+      if (config.memoryBytes > low) slots.push({ gpa: layout.HIGH_RAM_START_GPA, sizeBytes: config.memoryBytes - low });
+      slots.forEach((s, i) => {
+        const a = hv.allocateRam(s.sizeBytes);
+        this.freeRam.push(a.free);
+        const slot = { gpa: s.gpa, sizeBytes: s.sizeBytes, hva: a.hva };
+        this.vm.addRam(i, slot);
+        this.ram.push(slot);
+      });
+      this.memory = new GuestMemory(this.ram, (hva, size) => hv.viewOf(hva, size));
+
+      this.console = new ConsoleSink(config.console);
+      if (config.captureSerial) this.console.captured = [];
+      this.serial = new Serial8250({
+        output: (b) => {
+          if (this.firstSerialByteNs === null) this.firstSerialByteNs = process.hrtime.bigint();
+          this.console.write(b);
+        },
+        setIrq: (level) => this.vm.irqLine(layout.COM1_IRQ, level),
+      });
+      this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
+      const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
+      this.pioBus.insert(layout.I8042_DATA_PORT, 5, 'i8042', i8042);
+
+      this.guest = loadGuest(this.memory, {
+        kernel: config.kernel, kernelName: config.kernelName, initrd: config.initrd ?? null,
+        cmdline: config.cmdline, cpus: config.cpus, memoryBytes: config.memoryBytes,
+      });
+
+      const supported = hv.supportedCpuid();
+      for (let i = 0; i < config.cpus; i++) {
+        const v = this.vm.createVcpu(i);
+        v.setCpuid(supported); // TODO cpuid topology
+        this.vcpus.push(v);
+      }
+      const bsp = this.vcpus[0]!;
+      bsp.setupLint();
+      const state = this.guest.bootState(bsp.getSregs());
+      bsp.setSregs(state.sregs);
+      bsp.setRegs(state.regs);
+    } catch (e) {
+      this.release();
+      throw e;
+    }
+  }
+
+  /** Starts every vCPU thread; resolves when all are running. */
+  async start(): Promise<void> {
+    const local: VcpuLocalDevice[] = [
+      { kind: 'debug-exit', port: layout.DEBUG_EXIT_PORT, sizeBytes: layout.DEBUG_EXIT_PORT_SIZE },
+      { kind: 'sink', port: layout.POST_PORT, sizeBytes: 1 },
+    ];
+    // APs first: they wait in KVM_RUN for INIT/SIPI, so the BSP's SIPIs cannot race their start.
+    for (const v of [...this.vcpus.slice(1), this.vcpus[0]!]) await v.start(this, this.ram, local);
+  }
+
+  /** Resolves when the guest ends (debug-exit, reset) or a vCPU cannot go on. */
+  wait(): Promise<MachineResult> {
+    return this.done;
+  }
+
+  async run(): Promise<MachineResult> {
+    await this.start();
+    return this.wait();
+  }
+
+  serialOutput(): string {
+    return Buffer.from(this.console.captured ?? []).toString('latin1');
+  }
+
+  // ---- ExitHandlers (main thread) ----
+  pio(_vcpu: number, port: number, isWrite: boolean, data: Uint8Array): void {
+    const e = this.pioBus.find(port);
+    if (e) {
+      if (isWrite) e.device.write(port - e.base, data);
+      else e.device.read(port - e.base, data);
+    } else this.noteUnclaimed('port', port, isWrite, data);
+  }
+
+  mmio(_vcpu: number, gpa: number, isWrite: boolean, data: Uint8Array): void {
+    const e = this.mmioBus.find(gpa);
+    if (e) {
+      if (isWrite) e.device.write(gpa - e.base, data);
+      else e.device.read(gpa - e.base, data);
+    } else this.noteUnclaimed('mmio', gpa, isWrite, data);
+  }
+
+  private noteUnclaimed(space: 'port' | 'mmio', addr: number, isWrite: boolean, data: Uint8Array): void {
+    if (!isWrite) data.fill(0xff); // nothing drives the bus: reads float high
+    const key = `${space} 0x${addr.toString(16)}`;
+    const n = this.unclaimed.get(key) ?? 0;
+    this.unclaimed.set(key, n + 1);
+    if (n === 0 && this.config.logUnclaimed) {
+      process.stderr.write(`tsvmm: unclaimed ${space} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} (size ${data.length}); further accesses there are counted, not logged\n`);
+    }
+  }
+
+  guestExit(_vcpu: number, status: number, reason: string): void {
+    this.end({ status, reason });
+  }
+
+  fatal(_vcpu: number, report: string): void {
+    this.end({ status: 1, reason: 'vcpu stopped', fatal: report });
+  }
+
+  private end(r: MachineResult): void {
+    if (this.result) return;
+    this.result = r;
+    void this.shutdown().then(() => this.finished(r));
+  }
+
+  /** Stops every vCPU and frees the VM. Safe to call more than once. */
+  async shutdown(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await Promise.all(this.vcpus.map((v) => v.stop()));
+    this.console.flush();
+    this.release();
+  }
+
+  private release(): void {
+    try { this.console?.close(); } catch { /* already closed */ }
+    try { this.vm.close(); } catch { /* fds already gone */ }
+    this.memory?.detach();
+    for (const f of this.freeRam) f();
+    this.freeRam.length = 0;
+  }
+
+  elapsedToFirstSerialByteMs(): number | null {
+    return this.firstSerialByteNs === null ? null : Number(this.firstSerialByteNs - this.startedAtNs) / 1e6;
+  }
+}
