@@ -124,6 +124,7 @@ export const STARTUP_64_OFFSET = 0x200;
 
 /** Boot protocol versions as the `version` field encodes them (major << 8 | minor). */
 export const BOOT_PROTOCOL_2_06 = 0x0206;
+export const BOOT_PROTOCOL_2_08 = 0x0208;
 export const BOOT_PROTOCOL_2_10 = 0x020a;
 export const BOOT_PROTOCOL_2_12 = 0x020c;
 export const BOOT_PROTOCOL_2_14 = 0x020e;

@@ -54,3 +54,10 @@ export const ACPI_PM1A_EVT_PORT = 0x600;
 export const ACPI_PM1A_CNT_PORT = 0x604;
 export const ACPI_PM_TMR_PORT = 0x608;
 export const ACPI_SCI_IRQ = 9;
+
+// Added with the boot tables (src/boot/e820.ts, acpi.ts):
+/** PVH hvm_modlist_entry array (the initrd), after room for PVH_MEMMAP_MAX_ENTRIES memmap entries and before the zero page. */
+export const PVH_MODLIST_GPA = 0x6f00;
+export const PVH_MEMMAP_MAX_ENTRIES = Math.floor((PVH_MODLIST_GPA - PVH_MEMMAP_GPA) / 24);
+/** \_S5 SLP_TYPa in the DSDT: a guest write to PM1a_CNT with SLP_EN (bit 13) and SLP_TYP (bits 12:10) = 5 asks for power-off. */
+export const ACPI_S5_SLP_TYP = 5;

@@ -24,7 +24,9 @@ export function decodeLz4Block(input: Uint8Array, output: Uint8Array, outputStar
   let ip = 0;
   let op = outputStart;
   if (inEnd === 0) throw new Lz4Error('empty block');
-  for (;;) {
+  // Well-formed blocks end with a literals-only sequence (the break below); one that ends right
+  // after a match is accepted, as the bytes it describes are all in bounds.
+  while (ip < inEnd) {
     const token = input[ip++];
     // Literals: length in the high nibble, extended by bytes of 255 while they last.
     let literalLength = token >>> 4;

@@ -115,7 +115,7 @@ export class Struct<K extends string> {
   }
 
   /** Writes several fields at once; a fresh zeroed struct when `bytes` is omitted. */
-  encode(values: Partial<Record<K, number>>, bytes = new Uint8Array(this.sizeBytes), base = 0): Uint8Array {
+  encode(values: Partial<Record<K, number>>, bytes: Uint8Array = new Uint8Array(this.sizeBytes), base = 0): Uint8Array {
     for (const field of Object.keys(values) as K[]) {
       this.set(bytes, base, field, values[field] as number);
     }

@@ -6,7 +6,7 @@
 // labels resolved at link() time, with short/near jump selection done like as (relaxation).
 // What it will not do: index registers (no [base+index*scale]), SPL/BPL/SIL/DIL and r8b-r15b,
 // segment overrides, SSE and anything else no guest of ours uses yet. Unsupported operand
-// combinations throw AsmError('operand') rather than emitting something plausible.
+// combinations throw GuestBuildError('operand') rather than emitting something plausible.
 //
 // Usage:
 //   const a = new Assembler({ bits: 32, originGpa: 0x100000 });
@@ -17,17 +17,9 @@
 // dword()/qword()/mem(), a number (immediate) or a string (the absolute address of a label,
 // used as an immediate).
 
-/** Errors from building guest code; `kind` says which rule was broken. */
-export class AsmError extends Error {
-  constructor(
-    readonly kind: 'operand' | 'label' | 'range',
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.name = 'AsmError';
-  }
-}
+import { GuestBuildError } from './guest-error.js';
+
+export { GuestBuildError };
 
 export type Bits = 16 | 32 | 64;
 export type Width = 8 | 16 | 32 | 64;
@@ -97,7 +89,7 @@ export type Address = Gpr | number | string;
 function memRef(width: Width | undefined, where: Address, disp: number): Mem {
   if (typeof where === 'number') return { kind: 'mem', width, base: undefined, disp: where + disp, label: undefined };
   if (typeof where === 'string') return { kind: 'mem', width, base: undefined, disp, label: where };
-  if (where.width === 8) throw new AsmError('operand', `${where.name} cannot be a memory base register`);
+  if (where.width === 8) throw new GuestBuildError('operand', `${where.name} cannot be a memory base register`);
   return { kind: 'mem', width, base: where, disp, label: undefined };
 }
 /** byte [where + disp] */
@@ -127,6 +119,7 @@ export type Condition = keyof typeof CONDITION_CODES;
 
 type FixupKind =
   | 'abs8' | 'abs16' | 'abs32' | 'abs32s' | 'abs64' // the label's absolute address (abs32s: sign-extended to 64)
+  | 'lo16' | 'hi16' // bits 0-15 or 16-31 of the label's 32-bit address (IDT gates split it this way)
   | 'rel8' | 'rel16' | 'rel32'; // label minus the end of the instruction
 
 interface Fixup {
@@ -145,7 +138,7 @@ type Item =
   | { readonly kind: 'branch'; readonly cond: number | undefined; readonly label: string; prefixBytes: number[]; near: boolean };
 
 const FIELD_BYTES: Record<FixupKind, number> = {
-  abs8: 1, abs16: 2, abs32: 4, abs32s: 4, abs64: 8, rel8: 1, rel16: 2, rel32: 4,
+  abs8: 1, abs16: 2, abs32: 4, abs32s: 4, abs64: 8, lo16: 2, hi16: 2, rel8: 1, rel16: 2, rel32: 4,
 };
 
 const fitsInt8 = (v: number): boolean => v >= -0x80 && v <= 0x7f;
@@ -166,7 +159,12 @@ class Encoding {
       for (let i = 0; i < size; i++) this.bytes.push(0);
       return;
     }
-    let v = BigInt.asUintN(size * 8, BigInt(value));
+    const bits = BigInt(size * 8);
+    const big = BigInt(value);
+    if (big < -(1n << (bits - 1n)) || big >= 1n << bits) {
+      throw new GuestBuildError('range', `${value} does not fit a ${size * 8}-bit field`);
+    }
+    let v = BigInt.asUintN(size * 8, big);
     for (let i = 0; i < size; i++) {
       this.bytes.push(Number(v & 0xffn));
       v >>= 8n;
@@ -183,13 +181,13 @@ const immBytes = (width: Width): 1 | 2 | 4 => (width === 8 ? 1 : width === 16 ? 
 
 /** Normalise an immediate for a `width`-bit operation to a signed value, so 0xffffffff == -1 for 32 bits. */
 function signedImm(value: number, width: Width): number {
-  if (!Number.isInteger(value)) throw new AsmError('operand', `immediate ${value} is not an integer`);
+  if (!Number.isInteger(value)) throw new GuestBuildError('operand', `immediate ${value} is not an integer`);
   if (width === 64) {
-    if (!fitsInt32(value)) throw new AsmError('range', `immediate ${value} does not fit a sign-extended imm32`);
+    if (!fitsInt32(value)) throw new GuestBuildError('range', `immediate ${value} does not fit a sign-extended imm32`);
     return value;
   }
   const limit = 2 ** width;
-  if (value < -(limit / 2) || value >= limit) throw new AsmError('range', `immediate ${value} does not fit ${width} bits`);
+  if (value < -(limit / 2) || value >= limit) throw new GuestBuildError('range', `immediate ${value} does not fit ${width} bits`);
   return Number(BigInt.asIntN(width, BigInt(value)));
 }
 
@@ -232,7 +230,7 @@ export class Assembler {
 
   /** Binds `name` to the current position. */
   label(name: string): this {
-    if (this.labelNames.has(name)) throw new AsmError('label', `label '${name}' is defined twice`);
+    if (this.labelNames.has(name)) throw new GuestBuildError('label', `label '${name}' is defined twice`);
     this.labelNames.add(name);
     this.items.push({ kind: 'label', name });
     return this;
@@ -251,6 +249,18 @@ export class Assembler {
   dw(...values: (number | string)[]): this {
     const e = new Encoding();
     for (const v of values) e.field(v, 2);
+    return this.commit(e);
+  }
+  /** The low 16 bits of a label's 32-bit address (an IDT gate's offset 15..0). */
+  dwAddressLow(label: string): this {
+    const e = new Encoding();
+    e.field(label, 2, 'lo16');
+    return this.commit(e);
+  }
+  /** The high 16 bits of a label's 32-bit address (an IDT gate's offset 31..16). */
+  dwAddressHigh(label: string): this {
+    const e = new Encoding();
+    e.field(label, 2, 'hi16');
     return this.commit(e);
   }
   /** 32-bit little-endian dwords (a string is a label's address). */
@@ -277,7 +287,7 @@ export class Assembler {
   }
   /** Pads with `fill` to a multiple of `boundary` (relative to address 0, not the origin). */
   align(boundary: number, fill = 0): this {
-    if (boundary <= 0 || (boundary & (boundary - 1)) !== 0) throw new AsmError('operand', `alignment ${boundary} is not a power of two`);
+    if (boundary <= 0 || (boundary & (boundary - 1)) !== 0) throw new GuestBuildError('operand', `alignment ${boundary} is not a power of two`);
     this.items.push({ kind: 'align', boundary, fill });
     return this;
   }
@@ -350,7 +360,7 @@ export class Assembler {
   /** movzx r, r/m8 (0F B6 /r) or r/m16 (0F B7 /r). */
   movzx(dst: Gpr, src: Gpr | Mem): this {
     const srcWidth = isGpr(src) ? src.width : memWidth(src, 'movzx');
-    if (srcWidth !== 8 && srcWidth !== 16) throw new AsmError('operand', 'movzx source must be 8 or 16 bits');
+    if (srcWidth !== 8 && srcWidth !== 16) throw new GuestBuildError('operand', 'movzx source must be 8 or 16 bits');
     return this.modrm({ opcode: [0x0f, srcWidth === 8 ? 0xb6 : 0xb7], reg: dst.code, rm: src, width: dst.width });
   }
 
@@ -381,6 +391,33 @@ export class Assembler {
     e.push(0x58 + (dst.code & 7));
     return this.commit(e);
   }
+
+  /**
+   * xchg: 90+r when one side is ax/eax/rax (but not xchg eax, eax in 64-bit code: 90 is nop there), else
+   * 86/87 /r with ModRM.reg = the register (the second one for two registers). With memory it is
+   * atomic without lock().
+   */
+  xchg(a: Gpr | Mem, b: Gpr | Mem): this {
+    if (isGpr(a) && isGpr(b)) {
+      sameWidth(a, b);
+      const other = a.code === 0 ? b : b.code === 0 ? a : undefined;
+      if (other && a.width !== 8 && !(this.bits === 64 && a.width === 32 && a.code === 0 && b.code === 0)) {
+        const e = this.start();
+        this.operandPrefixes(e, a.width, other.code >= 8 ? 0x41 : 0);
+        e.push(0x90 + (other.code & 7));
+        return this.commit(e);
+      }
+      return this.modrm({ opcode: [a.width === 8 ? 0x86 : 0x87], reg: b.code, rm: a, width: a.width });
+    }
+    const [reg, rm] = isGpr(a) ? [a, b] : [b, a];
+    if (!isGpr(reg)) throw new GuestBuildError('operand', 'xchg needs at least one register');
+    return this.modrm({ opcode: [reg.width === 8 ? 0x86 : 0x87], reg: reg.code, rm, width: reg.width });
+  }
+
+  /** pushf (9C): push EFLAGS at the code's native width (pushfd in 32-bit code, pushfq in 64-bit). */
+  pushf(): this { return this.op(0x9c); }
+  /** popf (9D): pop EFLAGS at the native width (popfd/popfq). */
+  popf(): this { return this.op(0x9d); }
 
   /** xadd r/m, r (0F C0/C1 /r): exchange and add; with lock() an atomic fetch-and-add. */
   xadd(dst: Gpr | Mem, src: Gpr): this {
@@ -471,9 +508,20 @@ export class Assembler {
     e.field(target, this.bits === 16 ? 2 : 4, this.bits === 16 ? 'rel16' : 'rel32');
     return this.commit(e);
   }
-  /** ret (C3). */
-  ret(): this { return this.op(0xc3); }
-  /** iret (CF); iretq (REX.W CF) in 64-bit code. */
+  /** ret (C3), or ret imm16 (C2 iw): return, then drop `popBytes` more bytes of stack. */
+  ret(popBytes = 0): this {
+    if (popBytes === 0) return this.op(0xc3);
+    const e = this.start();
+    this.operandPrefixes(e, undefined, 0);
+    e.push(0xc2);
+    e.field(popBytes, 2);
+    return this.commit(e);
+  }
+  /**
+   * iret (CF); iretq (REX.W CF) in 64-bit code. Caution: on hosts whose KVM emulates CPL0 code
+   * (see shared/guide/HOST.md), KVM's emulator handles iret only in real mode; in protected or
+   * long mode the vCPU stops with an emulation failure. default-guest.ts shows a way around it.
+   */
   iret(): this { return this.bits === 64 ? this.op(0x48, 0xcf) : this.op(0xcf); }
 
   /**
@@ -481,7 +529,7 @@ export class Assembler {
    * Not encodable in 64-bit code.
    */
   jmpFar(selector: number, target: string | number): this {
-    if (this.bits === 64) throw new AsmError('operand', 'jmp far ptr16:32 (EA) does not exist in 64-bit code');
+    if (this.bits === 64) throw new GuestBuildError('operand', 'jmp far ptr16:32 (EA) does not exist in 64-bit code');
     const e = this.start();
     e.push(0xea);
     e.field(target, this.bits === 16 ? 2 : 4);
@@ -494,12 +542,12 @@ export class Assembler {
 
   /** in al/ax/eax, imm8 (E4/E5 ib) or dx (EC/ED). */
   in(dst: Gpr, port: number | Gpr): this {
-    if (dst.code !== 0 || dst.width === 64) throw new AsmError('operand', `in needs al, ax or eax, not ${dst.name}`);
+    if (dst.code !== 0 || dst.width === 64) throw new GuestBuildError('operand', `in needs al, ax or eax, not ${dst.name}`);
     return this.portIo(dst.width === 8 ? 0xe4 : 0xe5, dst.width, port);
   }
   /** out imm8, al/ax/eax (E6/E7 ib) or out dx, ... (EE/EF). */
   out(port: number | Gpr, src: Gpr): this {
-    if (src.code !== 0 || src.width === 64) throw new AsmError('operand', `out needs al, ax or eax, not ${src.name}`);
+    if (src.code !== 0 || src.width === 64) throw new GuestBuildError('operand', `out needs al, ax or eax, not ${src.name}`);
     return this.portIo(src.width === 8 ? 0xe6 : 0xe7, src.width, port);
   }
 
@@ -554,7 +602,7 @@ export class Assembler {
    */
   link(): Uint8Array {
     if (this.linked) return this.linked.bytes;
-    if (this.pendingLock || this.pendingRep) throw new AsmError('operand', 'lock()/rep() at the end of the program has no instruction to apply to');
+    if (this.pendingLock || this.pendingRep) throw new GuestBuildError('operand', 'lock()/rep() at the end of the program has no instruction to apply to');
     let labels: Map<string, number>;
     for (let pass = 0; ; pass++) {
       labels = this.layout();
@@ -574,7 +622,7 @@ export class Assembler {
         offset += this.itemSize(item, offset);
       }
       if (!grew) break; // every short branch reaches with these very addresses: done
-      if (pass > this.items.length) throw new AsmError('range', 'branch relaxation did not settle');
+      if (pass > this.items.length) throw new GuestBuildError('range', 'branch relaxation did not settle');
     }
 
     const out: number[] = [];
@@ -609,12 +657,12 @@ export class Assembler {
   // Encoding helpers
 
   private start(): Encoding {
-    if (this.linked) throw new AsmError('operand', 'the program is already linked; no more instructions can be added');
+    if (this.linked) throw new GuestBuildError('operand', 'the program is already linked; no more instructions can be added');
     return new Encoding();
   }
 
   private commit(e: Encoding): this {
-    if (this.pendingLock || this.pendingRep) throw new AsmError('operand', 'lock()/rep() must be followed by an instruction');
+    if (this.pendingLock || this.pendingRep) throw new GuestBuildError('operand', 'lock()/rep() must be followed by an instruction');
     this.items.push({ kind: 'bytes', bytes: e.bytes, fixups: e.fixups });
     return this;
   }
@@ -628,11 +676,11 @@ export class Assembler {
     this.pendingRep = this.pendingLock = false;
     let rex = rexBits;
     if (width === 64) {
-      if (this.bits !== 64) throw new AsmError('operand', `64-bit operands need 64-bit code, not ${this.bits}-bit`);
+      if (this.bits !== 64) throw new GuestBuildError('operand', `64-bit operands need 64-bit code, not ${this.bits}-bit`);
       rex |= 0x48; // REX.W
     }
     if (rex !== 0) {
-      if (this.bits !== 64) throw new AsmError('operand', 'r8-r15 need 64-bit code');
+      if (this.bits !== 64) throw new GuestBuildError('operand', 'r8-r15 need 64-bit code');
       e.push(0x40 | rex);
     }
   }
@@ -675,7 +723,7 @@ export class Assembler {
     } else {
       if (rm.base && rm.base.code >= 8) rex |= 0x41;
       if (rm.base && rm.base.width !== (this.bits === 64 ? 64 : 32)) {
-        throw new AsmError('operand', `base register ${rm.base.name} has the wrong size for ${this.bits}-bit code (16-bit code uses 32-bit bases with a 67 prefix)`);
+        throw new GuestBuildError('operand', `base register ${rm.base.name} has the wrong size for ${this.bits}-bit code (16-bit code uses 32-bit bases with a 67 prefix)`);
       }
       const addressSize = this.bits === 16 && rm.base !== undefined; // [reg+disp] in real mode: 67 + 32-bit form
       this.operandPrefixes(e, width, rex & 0x0f, addressSize);
@@ -692,7 +740,7 @@ export class Assembler {
       m.label !== undefined ? e.field(m.label, size, kind, m.disp) : e.field(m.disp, size);
     if (m.base === undefined) {
       if (this.bits === 16) {
-        if (m.label === undefined && (m.disp < 0 || m.disp > 0xffff)) throw new AsmError('range', `[0x${m.disp.toString(16)}] does not fit a 16-bit offset`);
+        if (m.label === undefined && (m.disp < 0 || m.disp > 0xffff)) throw new GuestBuildError('range', `[0x${m.disp.toString(16)}] does not fit a 16-bit offset`);
         e.push(0x06 | (reg << 3)); // mod=00 rm=110: [disp16]
         dispField(2);
       } else if (this.bits === 32) {
@@ -722,12 +770,12 @@ export class Assembler {
 
   private rmOperand(op: Operand, what: string): Gpr | Mem {
     if (isGpr(op) || isMem(op)) return op;
-    throw new AsmError('operand', `${what}: expected a register or memory operand, got ${describe(op)}`);
+    throw new GuestBuildError('operand', `${what}: expected a register or memory operand, got ${describe(op)}`);
   }
 
   private imm(value: number | string, width: Width): { value: number | string; size: 1 | 2 | 4; kind?: FixupKind } {
     if (typeof value === 'string') {
-      if (width === 8 || width === 16) throw new AsmError('operand', `a label address does not fit ${width} bits`);
+      if (width === 8 || width === 16) throw new GuestBuildError('operand', `a label address does not fit ${width} bits`);
       return { value, size: 4, kind: width === 64 ? 'abs32s' : 'abs32' };
     }
     return { value: signedImm(value, width), size: immBytes(width) };
@@ -743,6 +791,9 @@ export class Assembler {
     this.operandPrefixes(e, width, 0);
     e.push(opcode);
     const size = this.bits === 16 ? 2 : 4;
+    if (this.bits === 16 && m.label === undefined && (m.disp < 0 || m.disp > 0xffff)) {
+      throw new GuestBuildError('range', `[0x${m.disp.toString(16)}] does not fit a 16-bit offset`);
+    }
     if (m.label !== undefined) e.field(m.label, size, undefined, m.disp);
     else e.field(m.disp, size);
     return this.commit(e);
@@ -763,7 +814,7 @@ export class Assembler {
 
   private movCr(opcode: 0x20 | 0x22, cr: CtlReg, other: Operand): this {
     if (!isGpr(other) || other.width !== (this.bits === 64 ? 64 : 32)) {
-      throw new AsmError('operand', `mov to/from ${cr.name} needs a ${this.bits === 64 ? 64 : 32}-bit register`);
+      throw new GuestBuildError('operand', `mov to/from ${cr.name} needs a ${this.bits === 64 ? 64 : 32}-bit register`);
     }
     // The operand size is fixed (32 or 64 bits by mode), so no REX.W and no 66.
     return this.modrm({ opcode: [0x0f, opcode], reg: cr.code, rm: other, width: undefined });
@@ -828,11 +879,11 @@ export class Assembler {
     const width = isGpr(dst) ? dst.width : memWidth(dst, op);
     const w = width === 8 ? 0 : 1;
     if (isGpr(count)) {
-      if (count !== CL) throw new AsmError('operand', `${op}: the count register must be cl, not ${count.name}`);
+      if (count !== CL) throw new GuestBuildError('operand', `${op}: the count register must be cl, not ${count.name}`);
       return this.modrm({ opcode: [0xd2 + w], reg: n, rm: dst, width });
     }
     if (count === 1) return this.modrm({ opcode: [0xd0 + w], reg: n, rm: dst, width });
-    if (count < 0 || count > 63) throw new AsmError('range', `${op}: shift count ${count} is out of range`);
+    if (count < 0 || count > 63) throw new GuestBuildError('range', `${op}: shift count ${count} is out of range`);
     return this.modrm({ opcode: [0xc0 + w], reg: n, rm: dst, width, imm: { value: count, size: 1 } });
   }
 
@@ -840,10 +891,10 @@ export class Assembler {
     const e = this.start();
     this.operandPrefixes(e, width === 8 ? undefined : width, 0);
     if (typeof port === 'number') {
-      if (port < 0 || port > 0xff) throw new AsmError('range', `port 0x${port.toString(16)} needs dx (imm8 ports are 0-0xff)`);
+      if (port < 0 || port > 0xff) throw new GuestBuildError('range', `port 0x${port.toString(16)} needs dx (imm8 ports are 0-0xff)`);
       e.push(opcode, port);
     } else {
-      if (port !== DX) throw new AsmError('operand', `the port register must be dx, not ${port.name}`);
+      if (port !== DX) throw new GuestBuildError('operand', `the port register must be dx, not ${port.name}`);
       e.push(opcode + 8); // EC-EF: the dx forms
     }
     return this.commit(e);
@@ -900,12 +951,16 @@ export class Assembler {
       // Relative to the end of the instruction (for a branch or RIP-relative operand).
       value = target + f.addend - (this.originGpa + itemStart + itemLength);
       const limit = 2 ** (size * 8 - 1);
-      if (value < -limit || value >= limit) throw new AsmError('range', `label '${f.label}' is ${value} bytes away: out of ${f.kind} range`);
+      if (value < -limit || value >= limit) throw new GuestBuildError('range', `label '${f.label}' is ${value} bytes away: out of ${f.kind} range`);
+    } else if (f.kind === 'lo16' || f.kind === 'hi16') {
+      const address = target + f.addend;
+      if (address < 0 || address >= 2 ** 32) throw new GuestBuildError('range', `address 0x${address.toString(16)} of '${f.label}' is not a 32-bit address`);
+      value = f.kind === 'lo16' ? address & 0xffff : address >>> 16;
     } else {
       value = target + f.addend;
       const ok =
         f.kind === 'abs32s' ? fitsInt32(value) : f.kind === 'abs64' ? value >= 0 : value >= 0 && value < 2 ** (size * 8);
-      if (!ok) throw new AsmError('range', `address 0x${value.toString(16)} of '${f.label}' does not fit ${f.kind}`);
+      if (!ok) throw new GuestBuildError('range', `address 0x${value.toString(16)} of '${f.label}' does not fit ${f.kind}`);
     }
     let v = BigInt.asUintN(size * 8, BigInt(value));
     for (let i = 0; i < size; i++) {
@@ -930,25 +985,25 @@ function describe(op: Operand): string {
   return op.name;
 }
 
-function badOperands(what: string, dst: Operand, src: Operand): AsmError {
-  return new AsmError('operand', `${what} ${describe(dst)}, ${describe(src)}: no such encoding here`);
+function badOperands(what: string, dst: Operand, src: Operand): GuestBuildError {
+  return new GuestBuildError('operand', `${what} ${describe(dst)}, ${describe(src)}: no such encoding here`);
 }
 
 function sameWidth(a: Gpr, b: Gpr): void {
-  if (a.width !== b.width) throw new AsmError('operand', `${a.name} and ${b.name} have different sizes`);
+  if (a.width !== b.width) throw new GuestBuildError('operand', `${a.name} and ${b.name} have different sizes`);
 }
 
 function memWidth(m: Mem, what: string): Width {
-  if (m.width === undefined) throw new AsmError('operand', `${what}: say the access size with byte()/word()/dword()/qword()`);
+  if (m.width === undefined) throw new GuestBuildError('operand', `${what}: say the access size with byte()/word()/dword()/qword()`);
   return m.width;
 }
 
-function undefinedLabel(name: string): AsmError {
-  return new AsmError('label', `label '${name}' is used but never defined`);
+function undefinedLabel(name: string): GuestBuildError {
+  return new GuestBuildError('label', `label '${name}' is used but never defined`);
 }
 
 function asciiCode(ch: string): number {
   const code = ch.codePointAt(0)!;
-  if (code > 0x7f) throw new AsmError('operand', `'${ch}' is not ASCII`);
+  if (code > 0x7f) throw new GuestBuildError('operand', `'${ch}' is not ASCII`);
   return code;
 }

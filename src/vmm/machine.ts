@@ -173,6 +173,10 @@ export class Machine implements ExitHandlers {
     await Promise.all(this.vcpus.map((v) => v.stop()));
     this.console.flush();
     this.release();
+    if (!this.result) {
+      this.result = { status: 1, reason: 'stopped by the VMM' };
+      this.finished(this.result);
+    }
   }
 
   private release(): void {

@@ -15,6 +15,8 @@ import {
   type VcpuWorkerData, type VcpuWorkerMessage,
 } from './vcpu-protocol.js';
 
+export { KvmError } from '../../kvm/errors.js';
+
 const APIC_LVT0 = 0x350;
 const APIC_LVT1 = 0x360;
 const APIC_MODE_EXTINT = 0x7 << 8;

@@ -1,0 +1,87 @@
+// `npm run bench [-- NAME...]`: benchmarks that print ratios against a baseline measured in the
+// same run (absolute times on shared machines are noise). Never pass/fail on time.
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { guestPath } from '../tests/guests/index.js';
+import { runGuestFile } from '../tests/run-guest.js';
+import { buildKvmLoop, repoRoot } from './build.js';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+function cLoop(bin: string, guest: string, cmdline: string): number {
+  const r = spawnSync(bin, [guest, cmdline], { encoding: 'utf8' });
+  const m = /ns=(\d+)/.exec(r.stderr);
+  if (r.status !== 0 || !m) throw new Error(`C baseline failed: ${r.stderr}`);
+  return Number(m[1]) / 1e6;
+}
+
+async function tsvmmLoop(guest: string, cmdline: string): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const r = await runGuestFile(guest, { cmdline, timeoutMs: 600000 });
+  if (r.status !== 0) throw new Error(`tsvmm run failed: ${r.reason} ${r.fatal ?? ''}`);
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/** Userspace PIO exit round trip: 1,000,000 `out` at CPL3, tsvmm against a bare C KVM_RUN loop. */
+async function exits(): Promise<void> {
+  const bin = buildKvmLoop();
+  const guest = guestPath('bench-exits');
+  const N = Number(process.env.BENCH_EXITS ?? 1_000_000);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const c: number[] = [];
+  const t: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    // Interleaved, and each as the difference between N exits and none, so start-up cost cancels.
+    c.push(cLoop(bin, guest, `count=${N}`) - cLoop(bin, guest, 'count=0'));
+    t.push((await tsvmmLoop(guest, `count=${N}`)) - (await tsvmmLoop(guest, 'count=0')));
+    console.log(`exits round ${i + 1}: c=${(c[i]! * 1e3 / N).toFixed(2)} µs/exit tsvmm=${(t[i]! * 1e3 / N).toFixed(2)} µs/exit`);
+  }
+  console.log(`exits: c median ${(median(c) * 1e3 / N).toFixed(2)} µs/exit, tsvmm median ${(median(t) * 1e3 / N).toFixed(2)} µs/exit (${N} exits, ${rounds} rounds)`);
+  console.log(`exits: tsvmm/c = ${(median(t) / median(c)).toFixed(3)}`);
+}
+
+/** Time from process start to the first guest serial byte: tsvmm's CLI against QEMU microvm. */
+async function startup(): Promise<void> {
+  const qemu = spawnSync('qemu-system-x86_64', ['--version']);
+  if (qemu.status !== 0) {
+    console.log('startup: skipped (no qemu-system-x86_64; apt-get install qemu-system-x86)');
+    return;
+  }
+  const guest = guestPath('hello');
+  const cli = path.join(repoRoot, 'dist', 'src', 'cli.js');
+  const tsvmmCmd = [process.execPath, cli, 'run', '--kernel', guest, '--memory', '256M'];
+  const qemuCmd = ['qemu-system-x86_64', '-M', 'microvm', '-accel', 'kvm', '-cpu', 'host,-arch-capabilities', '-m', '256M',
+    '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-kernel', guest];
+  const t: number[] = [];
+  const q: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    t.push(await firstByteMs(tsvmmCmd));
+    q.push(await firstByteMs(qemuCmd));
+  }
+  console.log(`startup: first serial byte tsvmm ${median(t).toFixed(1)} ms, qemu microvm ${median(q).toFixed(1)} ms`);
+  console.log(`startup: tsvmm/qemu = ${(median(t) / median(q)).toFixed(3)}`);
+}
+
+function firstByteMs(argv: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+    let done = false;
+    p.stdout.once('data', () => { done = true; resolve(Number(process.hrtime.bigint() - t0) / 1e6); });
+    p.on('exit', () => { if (!done) reject(new Error(`${argv[0]} printed nothing`)); });
+  });
+}
+
+const BENCHES: Record<string, () => Promise<void>> = { startup, exits };
+
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(BENCHES)) {
+  const b = BENCHES[name];
+  if (!b) {
+    console.error(`bench: unknown benchmark "${name}"; known: ${Object.keys(BENCHES).join(', ')}`);
+    process.exit(2);
+  }
+  await b();
+}
+

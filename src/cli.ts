@@ -1,0 +1,126 @@
+#!/usr/bin/env node
+// The tsvmm command line: `tsvmm run [--kernel ...]`. User mistakes end in one line and exit 2.
+import * as fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { BootError } from './boot/boot-error.js';
+import { KvmHypervisor } from './hypervisor/kvm/backend.js';
+import { KvmError } from './hypervisor/kvm/backend.js';
+import { Machine, type MachineConfig } from './vmm/machine.js';
+import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
+
+const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
+  with no --kernel, boots the bundled default guest (a platform report)`;
+
+const EXIT_USAGE = 2;
+
+async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      kernel: { type: 'string' }, initrd: { type: 'string' }, append: { type: 'string' },
+      cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
+      'log-unclaimed': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const cpus = parseCpus(values.cpus ?? '1');
+  const memoryBytes = parseMemorySize(values.memory ?? '512M');
+  let kernel: Uint8Array;
+  let kernelName: string;
+  let cmdline = values.append ?? '';
+  if (values.kernel !== undefined) {
+    kernel = readInputFile('--kernel', values.kernel);
+    kernelName = values.kernel;
+  } else {
+    const { buildDefaultGuest } = await import('./guest/default-guest.js');
+    kernel = buildDefaultGuest();
+    kernelName = 'default guest';
+  }
+  const initrd = values.initrd !== undefined ? readInputFile('--initrd', values.initrd) : null;
+  const consoleArg = values.console ?? 'stdout';
+  const consoleTarget: MachineConfig['console'] = consoleArg === 'stdout' ? { kind: 'stdout' }
+    : consoleArg === 'none' ? { kind: 'none' } : { kind: 'file', path: consoleArg };
+
+  const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
+  const maxVcpus = hv.maxVcpus();
+  if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
+  const machine = new Machine(hv, {
+    kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
+    logUnclaimed: values['log-unclaimed'] ?? false,
+  });
+  const detachStdin = attachStdin(machine);
+  const stopOnSignal = () => void machine.shutdown().then(() => process.exit(130));
+  process.once('SIGINT', stopOnSignal);
+  process.once('SIGTERM', stopOnSignal);
+  try {
+    const result = await machine.run();
+    if (result.fatal) process.stderr.write(`tsvmm: ${result.fatal}\n`);
+    return result.status;
+  } finally {
+    detachStdin();
+    process.removeListener('SIGINT', stopOnSignal);
+    process.removeListener('SIGTERM', stopOnSignal);
+  }
+}
+
+/** Interactive terminals type into COM1 (raw mode; Ctrl-A x quits, as in QEMU). */
+function attachStdin(machine: Machine): () => void {
+  if (!process.stdin.isTTY) return () => {};
+  process.stdin.setRawMode(true);
+  let ctrlA = false;
+  const onData = (chunk: Buffer) => {
+    for (const b of chunk) {
+      if (ctrlA && (b === 0x78 || b === 0x58)) { void machine.shutdown().then(() => process.exit(0)); return; }
+      ctrlA = b === 0x01;
+    }
+    machine.serial.enqueueInput(chunk);
+  };
+  process.stdin.on('data', onData);
+  return () => {
+    process.stdin.off('data', onData);
+    process.stdin.setRawMode(false);
+    process.stdin.pause();
+  };
+}
+
+async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  try {
+    if (command === 'run') {
+      process.exitCode = await run(rest);
+    } else if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+      process.stdout.write(USAGE + '\n');
+      process.exitCode = command === undefined ? EXIT_USAGE : 0;
+    } else {
+      throw new CliError(`unknown command "${command}"; the only command is "run" (tsvmm run --help)`);
+    }
+  } catch (e) {
+    process.exitCode = report(e);
+  }
+}
+
+function report(e: unknown): number {
+  const err = e as Error & { code?: string };
+  if (e instanceof CliError || e instanceof BootError) {
+    process.stderr.write(`tsvmm: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (e instanceof KvmError && (e.kind === 'open' || e.kind === 'capability')) {
+    process.stderr.write(`tsvmm: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (err.code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`tsvmm: ${err.message}; see tsvmm run --help\n`);
+    return EXIT_USAGE;
+  }
+  process.stderr.write(`tsvmm: ${err.message}\n`);
+  if (process.env.TSVMM_DEBUG) process.stderr.write(`${err.stack}\n`);
+  return 1;
+}
+
+void main();

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import * as abi from './abi.js';
+import * as io from './ioctls.js';
+
+test('struct sizes match the kernel headers', () => {
+  // Sizes from include/uapi/linux/kvm.h and arch/x86/include/uapi/asm/kvm.h (x86-64).
+  const expected: Array<[abi.Layout, number]> = [
+    [abi.kvm_regs, 144], [abi.kvm_sregs, 312], [abi.kvm_segment, 24], [abi.kvm_dtable, 16],
+    [abi.kvm_vcpu_events, 64], [abi.kvm_userspace_memory_region, 32], [abi.kvm_cpuid_entry2, 40],
+    [abi.kvm_fpu, 416], [abi.kvm_lapic_state, 1024], [abi.kvm_irq_level, 8], [abi.kvm_ioeventfd, 64],
+    [abi.kvm_irqfd, 32], [abi.kvm_enable_cap, 104], [abi.kvm_guest_debug, 72], [abi.kvm_pit_config, 64],
+    [abi.kvm_clock_data, 48], [abi.kvm_dirty_log, 16], [abi.kvm_run, 2352], [abi.kvm_msr_entry, 16],
+  ];
+  for (const [layout, size] of expected) assert.equal(layout.sizeBytes, size, layout.name);
+});
+
+test('kvm_run places the exit union at 32 and sync regs at 304', () => {
+  assert.equal(abi.kvm_run.at.exit_reason, 8);
+  assert.equal(abi.kvm_run.at.exit_union, 32);
+  assert.equal(abi.kvm_run.at.kvm_valid_regs, 288);
+  assert.equal(abi.kvm_run.at.s, 304);
+  assert.equal(abi.RUN.syncSregs, 304 + 144);
+  assert.equal(abi.kvm_sync_regs.at.events, 456);
+});
+
+test('ioctl numbers equal the values the C headers produce', () => {
+  // Computed by gcc from <linux/kvm.h> on x86-64.
+  const expected: Array<[io.Ioctl, number]> = [
+    [io.KVM_GET_API_VERSION, 0xae00], [io.KVM_CREATE_VM, 0xae01], [io.KVM_CHECK_EXTENSION, 0xae03],
+    [io.KVM_GET_VCPU_MMAP_SIZE, 0xae04], [io.KVM_GET_SUPPORTED_CPUID, 0xc008ae05], [io.KVM_CREATE_VCPU, 0xae41],
+    [io.KVM_SET_USER_MEMORY_REGION, 0x4020ae46], [io.KVM_SET_TSS_ADDR, 0xae47], [io.KVM_SET_IDENTITY_MAP_ADDR, 0x4008ae48],
+    [io.KVM_CREATE_IRQCHIP, 0xae60], [io.KVM_IRQ_LINE, 0x4008ae61], [io.KVM_CREATE_PIT2, 0x4040ae77],
+    [io.KVM_IOEVENTFD, 0x4040ae79], [io.KVM_IRQFD, 0x4020ae76], [io.KVM_RUN, 0xae80], [io.KVM_GET_REGS, 0x8090ae81],
+    [io.KVM_SET_REGS, 0x4090ae82], [io.KVM_GET_SREGS, 0x8138ae83], [io.KVM_SET_SREGS, 0x4138ae84],
+    [io.KVM_TRANSLATE, 0xc018ae85], [io.KVM_SET_CPUID2, 0x4008ae90], [io.KVM_SET_SIGNAL_MASK, 0x4004ae8b],
+    [io.KVM_GET_LAPIC, 0x8400ae8e], [io.KVM_SET_LAPIC, 0x4400ae8f], [io.KVM_ENABLE_CAP_VM, 0x4068aea3],
+    [io.KVM_GET_VCPU_EVENTS, 0x8040ae9f], [io.KVM_SET_GUEST_DEBUG, 0x4048ae9b], [io.KVM_GET_CLOCK, 0x8030ae7c],
+    [io.KVM_GET_DIRTY_LOG, 0x4010ae42], [io.KVM_GET_MSRS, 0xc008ae88], [io.KVM_SET_MSRS, 0x4008ae89],
+    [io.KVM_GET_FPU, 0x81a0ae8c], [io.KVM_GET_MP_STATE, 0x8004ae98],
+  ];
+  for (const [req, number] of expected) assert.equal(req.number.toString(16), number.toString(16), req.name);
+});

@@ -1,0 +1,129 @@
+// The tsvmm command line, run as a user would: exit statuses and one-line errors.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import test from 'node:test';
+import { guestPath } from './guests/index.js';
+import { cliPath } from './repo.js';
+
+function tsvmm(args: string[], opts: { env?: Record<string, string>; asUser?: number } = {}) {
+  const argv = opts.asUser === undefined ? [process.execPath, cliPath, ...args]
+    : ['setpriv', `--reuid=${opts.asUser}`, `--regid=${opts.asUser}`, '--clear-groups', process.execPath, cliPath, ...args];
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, ...opts.env }, timeout: 120000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-cli-'));
+
+/** A user mistake: exit status 2, exactly one line on stderr naming the input, no stack trace. */
+function assertUsageError(r: ReturnType<typeof tsvmm>, mentions: RegExp): void {
+  assert.equal(r.status, 2, `exit status; stderr: ${r.stderr}`);
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+  assert.match(lines[0]!, /^tsvmm: /);
+  assert.match(lines[0]!, mentions);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+}
+
+test('debug-exit status becomes the process exit code', () => {
+  const r = tsvmm(['run', '--kernel', guestPath('exit-status'), '--append', 'status=9']);
+  assert.equal(r.stdout, 'status=9\n');
+  assert.equal(r.status, 9);
+});
+
+test('the default guest boots with no --kernel and reports the platform', () => {
+  const r = tsvmm(['run', '--cpus', '2', '--memory', '256M']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /tsvmm default guest/);
+  assert.match(r.stdout, /vcpus started: 2\n/);
+  assert.match(r.stdout, /memory: 25\d MiB\n/);
+  assert.match(r.stdout, /timer interrupts: [1-9]\d*\n/);
+  assert.match(r.stdout, /time from start: \d+ ms\n/);
+});
+
+test('--console FILE writes the guest output to the file', () => {
+  const out = path.join(tmp, 'console.txt');
+  const r = tsvmm(['run', '--kernel', guestPath('hello'), '--console', out]);
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout, '');
+  assert.equal(fs.readFileSync(out, 'utf8'), 'hello from tsvmm test guest\n');
+});
+
+test('bad input: kernel missing', () => {
+  assertUsageError(tsvmm(['run', '--kernel', path.join(tmp, 'nope')]), /--kernel .*nope.*no such file/);
+});
+
+test('bad input: kernel unreadable (a directory)', () => {
+  assertUsageError(tsvmm(['run', '--kernel', tmp]), /--kernel .*directory/);
+});
+
+test('bad input: kernel neither bzImage nor ELF', () => {
+  const f = path.join(tmp, 'text-kernel');
+  fs.writeFileSync(f, 'this is not a kernel\n'.repeat(100));
+  assertUsageError(tsvmm(['run', '--kernel', f]), /text-kernel.*not .*(bzImage|ELF)/);
+});
+
+test('bad input: initrd too large for memory', () => {
+  const f = path.join(tmp, 'big-initrd');
+  fs.writeFileSync(f, '');
+  fs.truncateSync(f, 40 << 20);
+  assertUsageError(tsvmm(['run', '--kernel', guestPath('hello'), '--initrd', f, '--memory', '32M']), /initrd/);
+});
+
+test('bad input: command line too long', () => {
+  assertUsageError(tsvmm(['run', '--kernel', guestPath('hello'), '--append', 'x'.repeat(70000)]), /(--append|command line).*shorten/);
+});
+
+test('bad input: memory not a size, and too small', () => {
+  assertUsageError(tsvmm(['run', '--memory', 'lots']), /--memory "lots": not a size/);
+  assertUsageError(tsvmm(['run', '--memory', '1M']), /--memory 1M: too small/);
+});
+
+test('bad input: memory too small for the kernel', () => {
+  const f = path.join(tmp, 'high-kernel.elf');
+  fs.writeFileSync(f, pvhElf32(0x4000000, Uint8Array.of(0xf4)));
+  assertUsageError(tsvmm(['run', '--kernel', f, '--memory', '16M']), /high-kernel.*outside guest RAM.*--memory/);
+});
+
+test('bad input: 0 vCPUs, and more than KVM allows', () => {
+  assertUsageError(tsvmm(['run', '--cpus', '0']), /--cpus 0: .*at least 1/);
+  assertUsageError(tsvmm(['run', '--cpus', '100000']), /--cpus 100000/);
+  assertUsageError(tsvmm(['run', '--cpus', 'two']), /--cpus "two": not a whole number/);
+});
+
+test('bad input: unknown option', () => {
+  assertUsageError(tsvmm(['run', '--kernal', 'x']), /kernal/);
+});
+
+test('no /dev/kvm', () => {
+  assertUsageError(tsvmm(['run'], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } }), /open\(.*no-kvm\).*ENOENT.*KVM is not available/);
+});
+
+test('no permission on /dev/kvm', (t) => {
+  if (process.getuid?.() !== 0) { t.skip('needs root to drop to an unprivileged user'); return; }
+  const mode = fs.statSync('/dev/kvm').mode & 0o777;
+  if (mode & 0o006) { t.skip('/dev/kvm is world-accessible here'); return; }
+  assertUsageError(tsvmm(['run'], { asUser: 65534 }), /open\(\/dev\/kvm\).*EACCES.*group/);
+});
+
+/** A minimal ELF32 with one PT_LOAD at `gpa` and a PVH entry note pointing at it. */
+function pvhElf32(gpa: number, code: Uint8Array): Buffer {
+  const ehsz = 52, phsz = 32, nph = 2, noteOff = ehsz + phsz * nph;
+  const note = Buffer.alloc(20);
+  note.writeUInt32LE(4, 0); note.writeUInt32LE(4, 4); note.writeUInt32LE(18, 8); note.write('Xen\0', 12, 'latin1'); note.writeUInt32LE(gpa, 16);
+  const codeOff = noteOff + note.length;
+  const b = Buffer.alloc(codeOff + code.length);
+  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
+  b.writeUInt16LE(2, 16); b.writeUInt16LE(3, 18); b.writeUInt32LE(1, 20); b.writeUInt32LE(gpa, 24);
+  b.writeUInt32LE(ehsz, 28); b.writeUInt16LE(ehsz, 40); b.writeUInt16LE(phsz, 42); b.writeUInt16LE(nph, 44);
+  let p = ehsz;
+  b.writeUInt32LE(1, p); b.writeUInt32LE(codeOff, p + 4); b.writeUInt32LE(gpa, p + 8); b.writeUInt32LE(gpa, p + 12);
+  b.writeUInt32LE(code.length, p + 16); b.writeUInt32LE(code.length, p + 20); b.writeUInt32LE(5, p + 24);
+  p += phsz;
+  b.writeUInt32LE(4, p); b.writeUInt32LE(noteOff, p + 4); b.writeUInt32LE(note.length, p + 16);
+  note.copy(b, noteOff);
+  b.set(code, codeOff);
+  return b;
+}

@@ -1,0 +1,54 @@
+// Runs a guest image in-process on real KVM and collects what it did, for integration tests.
+import * as fs from 'node:fs';
+import { KvmHypervisor } from '../src/hypervisor/kvm/backend.js';
+import { Machine, type MachineResult } from '../src/vmm/machine.js';
+
+export interface GuestRun extends MachineResult {
+  serial: string;
+  unclaimed: Map<string, number>;
+}
+
+export interface RunOptions {
+  cpus?: number;
+  memoryBytes?: number;
+  cmdline?: string;
+  /** bound on the whole run; the VM is stopped and the test fails past it */
+  timeoutMs?: number;
+  /** called once the vCPUs run, with the machine, for tests that poke at it */
+  during?: (m: Machine) => Promise<void>;
+}
+
+export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
+  const hv = KvmHypervisor.open();
+  const m = new Machine(hv, {
+    kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
+    memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await m.start();
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`${name}: no end within ${opts.timeoutMs ?? 30000} ms; serial so far: ${JSON.stringify(m.serialOutput().slice(-400))}`)), opts.timeoutMs ?? 30000);
+    });
+    if (opts.during) await Promise.race([opts.during(m), timeout]);
+    const r = await Promise.race([m.wait(), timeout]);
+    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed };
+  } finally {
+    clearTimeout(timer);
+    await m.shutdown();
+    hv.close();
+  }
+}
+
+export async function runGuestFile(path: string, opts: RunOptions = {}): Promise<GuestRun> {
+  return runImage(fs.readFileSync(path), path, opts);
+}
+
+/** Polls until `pred` holds, or fails after `ms`. */
+export async function waitFor(what: string, pred: () => boolean, ms = 20000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
