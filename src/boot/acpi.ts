@@ -214,6 +214,8 @@ const DSDT_REVISION = 2;
 const FACS_VERSION = 2;
 const RSDP_REVISION = 2;
 
+/** Linux (and any BIOS-era OS) scans 0xE0000-0xFFFFF for the RSDP when not told where it is. */
+export const RSDP_SEARCH_START_GPA = 0xe0000;
 /** Local APIC ids are 8-bit in the MADT entries used here (x2APIC entries would be needed past 254); 255 is broadcast. */
 export const ACPI_MAX_CPUS = 254;
 /** KVM's in-kernel IOAPIC has 24 pins (GSIs 0-23). */
@@ -324,7 +326,7 @@ function checkInput(cpus: number, devices: readonly VirtioMmioAcpiDevice[], base
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > ACPI_MAX_CPUS) {
     throw new BootError('bad-config', `${cpus} vCPUs: tsvmm's ACPI tables describe 1 to ${ACPI_MAX_CPUS}; change --cpus`);
   }
-  if (baseGpa % 16 !== 0 || baseGpa < 0xe0000 || baseGpa >= ACPI_END_GPA) {
+  if (baseGpa % 16 !== 0 || baseGpa < RSDP_SEARCH_START_GPA || baseGpa >= ACPI_END_GPA) {
     throw new BootError('bad-config', `ACPI tables at ${hex(baseGpa)}: the RSDP must be 16-byte aligned in 0xe0000-0xfffff where Linux scans for it`);
   }
   const taken = new Map<number, string>([

@@ -100,7 +100,7 @@ export function parseBzImage(image: Uint8Array, source = 'kernel image'): BzImag
     initrd_addr_max: get('initrd_addr_max'),
     kernel_alignment: get('kernel_alignment'),
     relocatable_kernel: get('relocatable_kernel'),
-    // Fields newer than 2.06 read as whatever the older header had there; zero them as boot.rst says loaders should.
+    // Fields newer than the kernel's protocol are not part of its header (those bytes are code): read them as 0.
     xloadflags: version >= BOOT_PROTOCOL_2_12 ? get('xloadflags') : 0,
     cmdline_size: get('cmdline_size'),
     pref_address: version >= BOOT_PROTOCOL_2_10 ? get('pref_address') : 0,
@@ -115,9 +115,9 @@ export function parseBzImage(image: Uint8Array, source = 'kernel image'): BzImag
   }
   const kernel = image.subarray(setupBytes);
 
-  // The header ends where the 2-byte jump at 0x200 lands (boot.rst); clamp to the struct we know,
-  // so a newer kernel's fields beyond it are not copied over other boot_params fields.
-  const jumpTarget = 0x202 + image[0x201];
+  // The header ends where the 2-byte `jmp short rel8` at 0x200 lands, 0x202 + rel8 (boot.rst); clamp
+  // to the struct we know, so a newer kernel's fields beyond it are not copied over other boot_params fields.
+  const jumpTarget = BOOT_PARAMS.offsetOf('header') + image[BOOT_PARAMS.offsetOf('jump') + 1];
   const setupHeaderBytes = image.subarray(SETUP_HEADER_OFFSET, Math.min(jumpTarget, SETUP_HEADER_END));
 
   if (header.payload_offset + header.payload_length > kernel.length) {

@@ -182,6 +182,17 @@ export const kvm_guest_debug = layout('kvm_guest_debug', 72, {
   control: [0, 'u32'], pad: [4, 'u32'], debugreg: [8, 'u64', 8],
 });
 
+// struct kvm_irq_routing_entry (irqchip member of the union; the union is 32 bytes) / kvm_irq_routing
+export const kvm_irq_routing_entry = layout('kvm_irq_routing_entry', 48, {
+  gsi: [0, 'u32'], type: [4, 'u32'], flags: [8, 'u32'], pad: [12, 'u32'], irqchip: [16, 'u32'], pin: [20, 'u32'],
+  union_pad: [24, 'u32', 6],
+});
+export const kvm_irq_routing = layout('kvm_irq_routing', 8, { nr: [0, 'u32'], flags: [4, 'u32'] });
+export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+export const KVM_IRQCHIP_PIC_MASTER = 0;
+export const KVM_IRQCHIP_PIC_SLAVE = 1;
+export const KVM_IRQCHIP_IOAPIC = 2;
+
 // struct kvm_pit_config
 export const kvm_pit_config = layout('kvm_pit_config', 64, { flags: [0, 'u32'], pad: [4, 'u32', 15] });
 

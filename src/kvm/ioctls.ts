@@ -42,6 +42,7 @@ export const KVM_SET_TSS_ADDR = ioctl('KVM_SET_TSS_ADDR', _IO(0x47), 'vm', 'KVM_
 export const KVM_SET_IDENTITY_MAP_ADDR = ioctl('KVM_SET_IDENTITY_MAP_ADDR', _IOW(0x48, 8), 'vm', 'KVM_CAP_SET_IDENTITY_MAP_ADDR');
 export const KVM_CREATE_IRQCHIP = ioctl('KVM_CREATE_IRQCHIP', _IO(0x60), 'vm', 'KVM_CAP_IRQCHIP');
 export const KVM_IRQ_LINE = ioctl('KVM_IRQ_LINE', _IOW(0x61, abi.kvm_irq_level.sizeBytes), 'vm', 'KVM_CAP_IRQCHIP');
+export const KVM_SET_GSI_ROUTING = ioctl('KVM_SET_GSI_ROUTING', _IOW(0x6a, abi.kvm_irq_routing.sizeBytes), 'vm', 'KVM_CAP_IRQ_ROUTING');
 export const KVM_IRQFD = ioctl('KVM_IRQFD', _IOW(0x76, abi.kvm_irqfd.sizeBytes), 'vm', 'KVM_CAP_IRQFD');
 export const KVM_CREATE_PIT2 = ioctl('KVM_CREATE_PIT2', _IOW(0x77, abi.kvm_pit_config.sizeBytes), 'vm', 'KVM_CAP_PIT2');
 export const KVM_IOEVENTFD = ioctl('KVM_IOEVENTFD', _IOW(0x79, abi.kvm_ioeventfd.sizeBytes), 'vm', 'KVM_CAP_IOEVENTFD');

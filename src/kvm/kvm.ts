@@ -119,6 +119,21 @@ export class KvmVm {
     this.call(io.KVM_CREATE_IRQCHIP, 0, 'creating the in-kernel PIC, IOAPIC and LAPICs');
   }
 
+  /** Replaces the GSI routing table with irqchip routes: [gsi, KVM_IRQCHIP_*, pin]. */
+  setGsiRouting(routes: ReadonlyArray<readonly [number, number, number]>): void {
+    const e = abi.kvm_irq_routing_entry;
+    const b = Buffer.alloc(abi.kvm_irq_routing.sizeBytes + routes.length * e.sizeBytes);
+    b.writeUInt32LE(routes.length, abi.kvm_irq_routing.at.nr);
+    routes.forEach(([gsi, chip, pin], i) => {
+      const base = abi.kvm_irq_routing.sizeBytes + i * e.sizeBytes;
+      b.writeUInt32LE(gsi, base + e.at.gsi!);
+      b.writeUInt32LE(abi.KVM_IRQ_ROUTING_IRQCHIP, base + e.at.type!);
+      b.writeUInt32LE(chip, base + e.at.irqchip!);
+      b.writeUInt32LE(pin, base + e.at.pin!);
+    });
+    this.call(io.KVM_SET_GSI_ROUTING, b, `installing ${routes.length} GSI routes`);
+  }
+
   createPit2(flags: number): void {
     const b = Buffer.alloc(abi.kvm_pit_config.sizeBytes);
     b.writeUInt32LE(flags, abi.kvm_pit_config.at.flags);

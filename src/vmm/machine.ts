@@ -2,6 +2,7 @@
 // debug-exit, and N vCPU threads. Builds the guest's boot state and runs it until it ends.
 import { Bus } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
+import { cpuidForVcpu } from '../boot/cpuid.js';
 import * as layout from '../boot/layout.js';
 import { I8042 } from '../devices/i8042.js';
 import { Serial8250 } from '../devices/serial8250.js';
@@ -87,7 +88,7 @@ export class Machine implements ExitHandlers {
       const supported = hv.supportedCpuid();
       for (let i = 0; i < config.cpus; i++) {
         const v = this.vm.createVcpu(i);
-        v.setCpuid(supported); // TODO cpuid topology
+        v.setCpuid(cpuidForVcpu(supported, i, config.cpus));
         this.vcpus.push(v);
       }
       const bsp = this.vcpus[0]!;

@@ -82,6 +82,20 @@ class KvmVmHandle implements HvVm {
     this.vm.createIrqchip();
     this.system.require('KVM_CAP_PIT2', 'creating the in-kernel PIT');
     this.vm.createPit2(abi.KVM_PIT_SPEAKER_DUMMY);
+    // PC routing, as QEMU sets it: ISA IRQs 0-15 to the two 8259s (pin 2 of the master is the
+    // cascade), GSIs 1-23 to the same IOAPIC pin, and GSI 0 (the PIT) to IOAPIC pin 2, which is
+    // what the MADT's interrupt source override IRQ0 -> GSI 2 tells the guest. KVM's default
+    // routing sends GSI 0 to IOAPIC pin 0, where such a guest never looks.
+    const routes: Array<[number, number, number]> = [];
+    for (let gsi = 0; gsi < 16; gsi++) {
+      if (gsi === 2) continue;
+      routes.push(gsi < 8 ? [gsi, abi.KVM_IRQCHIP_PIC_MASTER, gsi] : [gsi, abi.KVM_IRQCHIP_PIC_SLAVE, gsi - 8]);
+    }
+    for (let gsi = 0; gsi < 24; gsi++) {
+      if (gsi === 2) continue;
+      routes.push([gsi, abi.KVM_IRQCHIP_IOAPIC, gsi === 0 ? 2 : gsi]);
+    }
+    this.vm.setGsiRouting(routes);
   }
 
   irqLine(gsi: number, level: 0 | 1): void {

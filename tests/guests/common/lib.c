@@ -242,6 +242,12 @@ bool cmdline_u64(const char *key, u64 *out) {
 	return false;
 }
 
+u64 run_at_cpl(u64 default_cpl, cpl0_fn fn, u64 a, u64 b) {
+	u64 cpl = default_cpl;
+	cmdline_u64("cpl", &cpl);
+	return cpl == 0 ? cpl0_call(fn, a, b, 0, 0) : fn(a, b, 0, 0);
+}
+
 /* ---- TSC ---- */
 
 static u64 cached_tsc_khz;
@@ -268,7 +274,8 @@ u64 tsc_khz(void) {
 		cpuid(0x16, 0, &a, &b, &c, &d); /* base frequency, MHz */
 		khz = (u64)(a & 0xffff) * 1000;
 	}
-	cached_tsc_khz = khz ? khz : 3000000;
+	/* Unknown: assume a fast TSC, so delays come out too long rather than too short. */
+	cached_tsc_khz = khz ? khz : 4000000;
 	return cached_tsc_khz;
 }
 

@@ -1,0 +1,97 @@
+// The test guests: their names, their sources, and where the built ELF images are.
+// Spec: Xen PVH boot ABI (the images carry XEN_ELFNOTE_PHYS32_ENTRY); see common/entry.S.
+//
+// Each guest NAME is built from tests/guests/NAME.c (plus any extra sources below) and the
+// shared runtime in tests/guests/common/, into .cache/guests/NAME.elf under the repo root, by
+// `node dist/tests/guests/build.js` (npm's pretest runs it). What each guest prints and its
+// exit status are in the header comment of its source.
+
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const GUEST_NAMES = [
+  'hello',
+  'serial-flood',
+  'exit-status',
+  'pio-mmio',
+  'timer',
+  'smp',
+  'spin',
+  'bench-exits',
+  'reset',
+  'bad-insn',
+] as const;
+
+export type GuestName = (typeof GUEST_NAMES)[number];
+
+/** The runtime every guest links, relative to tests/guests/. */
+export const COMMON_SOURCES = ['common/entry.S', 'common/lib.c'] as const;
+/** Inputs that are not compiled on their own but change every image. */
+export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld'] as const;
+/** Sources beyond NAME.c, relative to tests/guests/. */
+const EXTRA_SOURCES: Partial<Record<GuestName, readonly string[]>> = {
+  smp: ['smp-trampoline.S'],
+};
+
+export type GuestErrorKind = 'unknown-guest' | 'missing-tool' | 'build-failed';
+
+export class GuestBuildError extends Error {
+  constructor(
+    readonly kind: GuestErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'GuestBuildError';
+  }
+}
+
+export function isGuestName(name: string): name is GuestName {
+  return (GUEST_NAMES as readonly string[]).includes(name);
+}
+
+function checkedName(name: string): GuestName {
+  if (!isGuestName(name)) {
+    throw new GuestBuildError('unknown-guest', `unknown test guest "${name}"; known: ${GUEST_NAMES.join(', ')}`);
+  }
+  return name;
+}
+
+let cachedRoot: string | undefined;
+
+/** The repository root: the nearest directory above this module with a package.json
+ *  (this file runs as dist/tests/guests/index.js). */
+export function repoRoot(): string {
+  if (cachedRoot !== undefined) return cachedRoot;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return (cachedRoot = dir);
+    const parent = dirname(dir);
+    if (parent === dir) {
+      throw new GuestBuildError('build-failed', `no package.json above ${fileURLToPath(import.meta.url)}; cannot find the repo root`);
+    }
+    dir = parent;
+  }
+}
+
+/** Absolute path of tests/guests/ (the sources). */
+export function guestSourceDir(): string {
+  return join(repoRoot(), 'tests', 'guests');
+}
+
+/** Absolute path of .cache/guests/ (the built images). */
+export function guestCacheDir(): string {
+  return join(repoRoot(), '.cache', 'guests');
+}
+
+/** Sources compiled into the guest, relative to tests/guests/ (common runtime first). */
+export function guestSources(name: string): string[] {
+  const guest = checkedName(name);
+  return [...COMMON_SOURCES, `${guest}.c`, ...(EXTRA_SOURCES[guest] ?? [])];
+}
+
+/** Absolute path of the built ELF image of the named guest (built by build.ts; not checked here). */
+export function guestPath(name: string): string {
+  return join(guestCacheDir(), `${checkedName(name)}.elf`);
+}
