@@ -35,7 +35,7 @@ async function run(argv: string[]): Promise<number> {
   let cmdline = values.append ?? '';
   if (values.kernel !== undefined) {
     kernel = readInputFile('--kernel', values.kernel);
-    kernelName = values.kernel;
+    kernelName = `--kernel ${values.kernel}`;
   } else {
     const { buildDefaultGuest } = await import('./guest/default-guest.js');
     kernel = buildDefaultGuest();

@@ -109,7 +109,7 @@ test('e820 tables beyond 128 entries are refused', () => {
 test("command line: checked against the kernel's cmdline_size (which excludes the NUL)", () => {
   const header = { cmdline_size: 10 };
   assert.equal(encodeCmdline('0123456789', header).length, 11);
-  assertBootError(() => encodeCmdline('0123456789a', header), 'cmdline-too-long', /^kernel command line is 11 bytes, more than the 10 allowed by the kernel's cmdline_size; shorten it$/);
+  assertBootError(() => encodeCmdline('0123456789a', header), 'cmdline-too-long', /^kernel command line \(--append\) is 11 bytes, more than the 10 allowed by the kernel's cmdline_size; shorten it$/);
   assertBootError(() => encodeCmdline('a\0b'), 'bad-config', /NUL/);
   assert.deepEqual(encodeCmdline('é'), Uint8Array.from([0xc3, 0xa9, 0]), 'UTF-8');
   assertBootError(() => encodeCmdline('x'.repeat(0x10000), { cmdline_size: 0x100000 }), 'cmdline-too-long', /tsvmm's command-line area/);
@@ -127,7 +127,7 @@ test('initrd goes page-aligned as high as possible below min(initrd_addr_max + 1
 
 test('initrd or kernel that does not fit is refused with the memory to ask for', () => {
   const kernel = parseBzImage(makeFakeBzImage({ prefAddress: 0x1000000, initSizeBytes: 0x3000000 })); // ends at 64 MiB
-  assertBootError(() => checkKernelFits(kernel, 32 * MiB), 'does-not-fit', /needs RAM up to 0x4000000 .*give it at least 64 MiB$/);
+  assertBootError(() => checkKernelFits(kernel, 32 * MiB), 'does-not-fit', /needs RAM up to 0x4000000 .*give it at least --memory 64M$/);
   checkKernelFits(kernel, 64 * MiB);
   assertBootError(() => chooseInitrdGpa(kernel, 80 * MiB, 20 * MiB), 'does-not-fit', /^initrd of 20 MiB does not fit between the kernel \(up to 0x4000000\) and 0x5000000; give the guest at least 84 MiB$/);
   assert.equal(chooseInitrdGpa(kernel, 84 * MiB, 20 * MiB), 64 * MiB);

@@ -107,7 +107,7 @@ export function encodeCmdline(cmdline: string, header?: Pick<SetupHeader, 'cmdli
   const limit = Math.min(header ? header.cmdline_size : Infinity, CMDLINE_MAX_BYTES - 1);
   if (text.length > limit) {
     const whose = header && header.cmdline_size <= CMDLINE_MAX_BYTES - 1 ? "the kernel's cmdline_size" : "tsvmm's command-line area";
-    throw new BootError('cmdline-too-long', `kernel command line is ${text.length} bytes, more than the ${limit} allowed by ${whose}; shorten it`);
+    throw new BootError('cmdline-too-long', `kernel command line (--append) is ${text.length} bytes, more than the ${limit} allowed by ${whose}; shorten it`);
   }
   const bytes = new Uint8Array(text.length + 1);
   bytes.set(text);
@@ -121,7 +121,7 @@ export function checkKernelFits(kernel: BzImage, ramBytes: number): void {
   if (kernelEnd > lowRamEnd) {
     throw new BootError(
       'does-not-fit',
-      `the kernel needs RAM up to ${hex(kernelEnd)} (loaded at ${hex(kernel.loadGpa)}, init_size ${mib(kernel.header.init_size)}) but the guest has ${mib(ramBytes)}; give it at least ${Math.ceil(kernelEnd / MIB)} MiB`,
+      `the kernel needs RAM up to ${hex(kernelEnd)} (loaded at ${hex(kernel.loadGpa)}, init_size ${mib(kernel.header.init_size)}) but the guest has ${mib(ramBytes)}; give it at least --memory ${Math.ceil(kernelEnd / MIB)}M`,
     );
   }
 }

@@ -14,15 +14,17 @@
 
 #define I8042_STR_IBF 0x02        /* input buffer full: the controller has not taken the last byte */
 #define I8042_CMD_PULSE_RESET 0xfe /* pulse output port bit 0 (CPU reset) low */
-#define I8042_POLL_LIMIT 100000
+#define I8042_WAIT_US 10000 /* no controller reads as 0xff (IBF set): don't wait long */
+#define STILL_RUNNING_WAIT_US 100000
 #define STILL_RUNNING_STATUS 3
 
 int guest_main(void) {
 	print("resetting\n");
-	for (u32 i = 0; i < I8042_POLL_LIMIT && (inb(I8042_COMMAND_PORT) & I8042_STR_IBF); i++)
+	u64 deadline = rdtsc() + I8042_WAIT_US * tsc_khz() / 1000;
+	while ((inb(I8042_COMMAND_PORT) & I8042_STR_IBF) && rdtsc() < deadline)
 		;
 	outb(I8042_COMMAND_PORT, I8042_CMD_PULSE_RESET);
-	delay_us(100000);
+	delay_us(STILL_RUNNING_WAIT_US);
 	print("still running after the i8042 reset command\n");
 	return STILL_RUNNING_STATUS;
 }

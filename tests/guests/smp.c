@@ -12,11 +12,17 @@
  * and exits 0 if every enabled MADT CPU checked in, 1 otherwise (also 1, with a message,
  * if there is no MADT). Everything runs at CPL3: LAPIC MMIO is mapped with the U bit.
  *
- * QEMU: microvm needs ACPI (its default with -smp > 1; acpi=on makes it explicit):
+ * For tsvmm: KVM_RUN on an AP returns EAGAIN once its INIT/SIPI has been taken; run it again.
+ * And with exactly 2 vCPUs the INIT to APIC id 1 was lost here (the AP never left
+ * KVM_RUN) until the VMM did KVM_GET_LAPIC + KVM_SET_LAPIC on each vCPU after creating them
+ * all, which makes KVM rebuild its APIC id map (QEMU puts every LAPIC at reset); with 3 or
+ * more vCPUs it worked either way.
+ *
+ * QEMU: microvm provides the MADT (acpi defaults to on; acpi=on makes it explicit):
  *   qemu-system-x86_64 -M microvm,acpi=on -accel kvm -cpu host,-arch-capabilities -m 256M
  *   -smp 4 -nodefaults -no-user-config -nographic -serial stdio
  *   -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel .cache/guests/smp.elf
- *   (exits with status 1 = 2*0+1)
+ *   (exits with status 1 = 2*0+1; with acpi=off it prints "smp: no ACPI MADT found", 3)
  */
 #include "common/guest.h"
 

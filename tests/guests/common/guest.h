@@ -2,10 +2,10 @@
  * guest.h: the runtime shared by every tsvmm test guest (see entry.S and lib.c).
  *
  * Guests are freestanding x86-64 ELF images with a PVH entry note. entry.S switches to
- * 64-bit long mode and drops to CPL3 (IOPL=3) before any C runs, because on the test
- * hosts CPL0 code is emulated ~1000x slower than CPL3 code (see shared/guide/HOST.md).
- * So guest_main() runs at CPL3; it can still do port I/O (IOPL=3) and MMIO (every page
- * of the first 4 GiB is identity mapped with the U bit). Work that needs CPL0 (hlt, lidt,
+ * 64-bit long mode and drops to CPL3 before any C runs, because on the test hosts CPL0 code
+ * is emulated ~1000x slower than CPL3 code (see shared/guide/HOST.md). So guest_main() runs
+ * at CPL3; it can still do port I/O (IOPL=3, and an all-zero TSS I/O bitmap, which is what
+ * this host honours) and MMIO (every page of the first 4 GiB is identity mapped with the U bit). Work that needs CPL0 (hlt, lidt,
  * ...) goes through cpl0_call(), which enters CPL0 through a `ud2` that the #UD handler
  * recognises (the only way in that works on both ordinary KVM and this host; see entry.S).
  *
@@ -87,14 +87,9 @@ static inline void cpuid(u32 leaf, u32 subleaf, u32 *a, u32 *b, u32 *c, u32 *d) 
 
 /* ---- CPL0 calls (entry.S) ---- */
 typedef u64 (*cpl0_fn)(u64, u64, u64, u64);
-/* Runs fn(a, b, c, d) at CPL0 with interrupts off and returns its result (entry.S). Only from
- * CPL3: at CPL0 the ud2 would be emulated, and this host's emulator may not take it. */
+/* Runs fn(a, b, c, d) at CPL0 with interrupts off and returns its result (entry.S). Also works
+ * at CPL0 (the #UD is then taken without a privilege change; this host's emulator delivers it). */
 u64 cpl0_call(cpl0_fn fn, u64 a, u64 b, u64 c, u64 d);
-static inline bool at_cpl0(void) {
-	u16 cs;
-	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
-	return (cs & 3) == 0;
-}
 /* CPL0 helpers in entry.S (call them through cpl0_call). */
 u64 cpl0_halt_forever(u64, u64, u64, u64);
 /* sti; hlt until *count >= target or *watch >= watch_target (both read with interrupts off). */
@@ -111,16 +106,16 @@ extern volatile u8 irq_eoi_mode[IRQ_VECTOR_COUNT];
 /* ---- PVH start_info (Xen public/arch-x86/hvm/start_info.h) ---- */
 #define XEN_HVM_START_MAGIC_VALUE 0x336ec578u
 struct hvm_start_info {
-	u32 magic;
-	u32 version;
-	u32 flags;
-	u32 nr_modules;
-	u64 modlist_paddr;
-	u64 cmdline_paddr;
-	u64 rsdp_paddr;     /* version >= 1 */
-	u64 memmap_paddr;   /* version >= 1 */
-	u32 memmap_entries; /* version >= 1 */
-	u32 reserved;
+	u32 magic;          /*  0 */
+	u32 version;        /*  4 */
+	u32 flags;          /*  8 */
+	u32 nr_modules;     /* 12 */
+	u64 modlist_paddr;  /* 16 */
+	u64 cmdline_paddr;  /* 24 */
+	u64 rsdp_paddr;     /* 32, version >= 1 */
+	u64 memmap_paddr;   /* 40, version >= 1 (struct hvm_memmap_table_entry: addr, size, type, reserved) */
+	u32 memmap_entries; /* 48, version >= 1 */
+	u32 reserved;       /* 52 */
 };
 _Static_assert(sizeof(struct hvm_start_info) == 56, "hvm_start_info layout");
 /* EBX at the PVH entry (saved by entry.S). */

@@ -114,8 +114,6 @@ void guest_exit(u32 status) {
 		serial_wait_lsr(UART_LSR_TEMT);
 	outl(DEBUG_EXIT_PORT, status);
 	/* Still here: no debug-exit device. Halt rather than spin (a halted vCPU costs nothing). */
-	if (at_cpl0())
-		cpl0_halt_forever(0, 0, 0, 0);
 	cpl0_call(cpl0_halt_forever, 0, 0, 0, 0);
 	for (;;)
 		;
@@ -372,7 +370,7 @@ const struct acpi_sdt_header *acpi_find_table(const char signature[4]) {
 		root = acpi_check_table(rsdp->rsdt_address, "RSDT");
 		entry_size = 4;
 	}
-	if (!root)
+	if (!root || root->length < sizeof(*root))
 		return NULL;
 	const u8 *entries = (const u8 *)root + sizeof(*root);
 	u64 count = (root->length - sizeof(*root)) / entry_size;
