@@ -54,9 +54,15 @@ async function run(argv: string[]): Promise<number> {
     logUnclaimed: values['log-unclaimed'] ?? false,
   });
   const detachStdin = attachStdin(machine);
-  const stopOnSignal = () => void machine.shutdown().then(() => process.exit(130));
-  process.once('SIGINT', stopOnSignal);
-  process.once('SIGTERM', stopOnSignal);
+  // vCPU threads must leave KVM_RUN before the process can exit; repeated signals change nothing.
+  let stopping = false;
+  const stopOnSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    void machine.shutdown().then(() => process.exit(130));
+  };
+  process.on('SIGINT', stopOnSignal);
+  process.on('SIGTERM', stopOnSignal);
   try {
     const result = await machine.run();
     if (result.fatal) process.stderr.write(`tsvmm: ${result.fatal}\n`);

@@ -9,7 +9,8 @@
  * when the UART reports 16550A FIFOs (serial_write_burst), one per byte otherwise.
  *
  * Runs at CPL0 unless the command line says `cpl=3`: every byte is an exit, and on this host
- * an exit from CPL3 costs ~3x one from emulated CPL0 (QEMU: 6.1 s at CPL3, 2.9 s at CPL0).
+ * an exit from CPL3 costs ~3x one from emulated CPL0 (whole run, QEMU: 5.5-6.1 s at CPL3,
+ * 2.3-2.9 s at CPL0; tsvmm on a loaded machine: 8.4-13.7 s against 5.7-8.8 s).
  *
  * QEMU: qemu-system-x86_64 -M microvm -accel kvm -cpu host,-arch-capabilities -m 256M
  *   -nodefaults -no-user-config -nographic -serial stdio

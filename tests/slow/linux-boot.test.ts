@@ -33,12 +33,17 @@ test('the Debian cloud kernel boots far enough to report our command line, e820 
     '--memory', `${MEMORY >> 20}M`, '--cpus', String(CPUS)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
+  let stopped = false;
   child.stdout.on('data', (d: Buffer) => {
     out += d.toString('latin1');
-    if (done(out)) child.kill('SIGTERM');
+    if (!stopped && done(out)) {
+      stopped = true;
+      child.kill('SIGTERM');
+    }
   });
   child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
   const status = await new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  if (stopped) assert.equal(status, 130, 'tsvmm stops cleanly on SIGTERM');
   t.diagnostic(`tsvmm exit status ${status}; last stderr: ${err.trim().split('\n').slice(0, 8).join(' | ')}`);
 
   assert.match(out, /Linux version 6\.1\.\S+-cloud-amd64/, 'the banner');

@@ -260,7 +260,9 @@ function loop(): void {
     if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
     const r = vcpu.run();
     if (r < 0) {
-      if (r === -EINTR || r === -EAGAIN) {
+      // EAGAIN: an AP that just took INIT/SIPI (or any vCPU not yet runnable); enter again.
+      if (r === -EAGAIN) continue;
+      if (r === -EINTR) {
         // A kick: clear immediate_exit before draining, so a kick that lands after the drain
         // still finds either the flag or a pending signal on the next entry.
         Atomics.store(run8, IMMEDIATE_EXIT, 0);
