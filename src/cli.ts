@@ -19,7 +19,7 @@ async function run(argv: string[]): Promise<number> {
     options: {
       kernel: { type: 'string' }, initrd: { type: 'string' }, append: { type: 'string' },
       cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
-      'log-unclaimed': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      'log-unclaimed': { type: 'boolean' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
     allowPositionals: false,
@@ -46,12 +46,16 @@ async function run(argv: string[]): Promise<number> {
   const consoleTarget: MachineConfig['console'] = consoleArg === 'stdout' ? { kind: 'stdout' }
     : consoleArg === 'none' ? { kind: 'none' } : { kind: 'file', path: consoleArg };
 
+  const invtsc = values['cpu-invtsc'] ?? 'auto';
+  if (invtsc !== 'on' && invtsc !== 'off' && invtsc !== 'auto') {
+    throw new CliError(`--cpu-invtsc ${JSON.stringify(invtsc)}: give on, off or auto`);
+  }
   const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
   const maxVcpus = hv.maxVcpus();
   if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
   const machine = new Machine(hv, {
     kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
-    logUnclaimed: values['log-unclaimed'] ?? false,
+    logUnclaimed: values['log-unclaimed'] ?? false, invtsc,
   });
   const detachStdin = attachStdin(machine);
   // vCPU threads must leave KVM_RUN before the process can exit; repeated signals change nothing.
@@ -66,12 +70,36 @@ async function run(argv: string[]): Promise<number> {
   try {
     const result = await machine.run();
     if (result.fatal) process.stderr.write(`tsvmm: ${result.fatal}\n`);
+    if (values.stats) process.stderr.write(formatStats(machine));
     return result.status;
   } finally {
     detachStdin();
     process.removeListener('SIGINT', stopOnSignal);
     process.removeListener('SIGTERM', stopOnSignal);
   }
+}
+
+/** Exits and the syscalls spent on them (KVM_RUN included), per exit reason, over all vCPUs. */
+function formatStats(machine: Machine): string {
+  const total = new Map<string, { exits: number; syscalls: number }>();
+  for (const v of machine.vcpus) {
+    for (const [reason, s] of Object.entries(v.stats().byReason)) {
+      const t = total.get(reason) ?? { exits: 0, syscalls: 0 };
+      t.exits += s.exits;
+      t.syscalls += s.syscalls;
+      total.set(reason, t);
+    }
+  }
+  const lines = ['exit reason          exits   syscalls  syscalls/exit'];
+  let exits = 0;
+  let syscalls = 0;
+  for (const [reason, t] of [...total].sort((a, b) => b[1].exits - a[1].exits)) {
+    lines.push(`${reason.padEnd(16)} ${String(t.exits).padStart(9)} ${String(t.syscalls).padStart(10)} ${(t.syscalls / t.exits).toFixed(2).padStart(14)}`);
+    exits += t.exits;
+    syscalls += t.syscalls;
+  }
+  lines.push(`syscalls/exit: ${exits ? (syscalls / exits).toFixed(2) : '0'}`);
+  return lines.join('\n') + '\n';
 }
 
 /** Interactive terminals type into COM1 (raw mode; Ctrl-A x quits, as in QEMU). */

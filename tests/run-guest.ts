@@ -1,11 +1,14 @@
 // Runs a guest image in-process on real KVM and collects what it did, for integration tests.
 import * as fs from 'node:fs';
 import { KvmHypervisor } from '../src/hypervisor/kvm/backend.js';
+import type { VcpuStats } from '../src/hypervisor/types.js';
 import { Machine, type MachineResult } from '../src/vmm/machine.js';
 
 export interface GuestRun extends MachineResult {
   serial: string;
   unclaimed: Map<string, number>;
+  stats: VcpuStats[];
+  migrationBlockers: string[];
 }
 
 export interface RunOptions {
@@ -16,6 +19,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** called once the vCPUs run, with the machine, for tests that poke at it */
   during?: (m: Machine) => Promise<void>;
+  regsProbePort?: number;
+  invtsc?: 'on' | 'off' | 'auto';
 }
 
 export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
@@ -23,6 +28,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
   const m = new Machine(hv, {
     kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
+    regsProbePort: opts.regsProbePort, invtsc: opts.invtsc,
   });
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -32,7 +38,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     });
     if (opts.during) await Promise.race([opts.during(m), timeout]);
     const r = await Promise.race([m.wait(), timeout]);
-    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed };
+    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed, stats: m.vcpus.map((v) => v.stats()), migrationBlockers: [...m.migrationBlockers] };
   } finally {
     clearTimeout(timer);
     await m.shutdown();

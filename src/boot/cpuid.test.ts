@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { BootError } from './boot-error.js';
-import { cpuidForVcpu, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, type CpuidEntry } from './cpuid.js';
+import { cpuidForVcpu, CPUID_80000007_EDX_INVTSC, hostHasInvariantTsc, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, setInvariantTsc, type CpuidEntry } from './cpuid.js';
 
 /**
  * KVM_GET_SUPPORTED_CPUID as returned on this project's CI/dev hosts (AMD EPYC under the nested
@@ -217,4 +217,24 @@ test('bad vCPU numbers are refused', () => {
   for (const [index, count] of [[0, 0], [1, 1], [-1, 2], [0, 255]]) {
     assert.throws(() => cpuidForVcpu(AMD_PVM_SUPPORTED, index, count), BootError);
   }
+});
+
+test('INVTSC: set, cleared, and leaf 0x80000007 added (with the max extended leaf raised) when missing', () => {
+  const base = [
+    { function: 0x80000000, index: 0, flags: 0, eax: 0x80000001, ebx: 0, ecx: 0, edx: 0 },
+    { function: 0x80000001, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 },
+  ];
+  const on = setInvariantTsc(base, true);
+  assert.equal(on.find((e) => e.function === 0x80000007)!.edx & CPUID_80000007_EDX_INVTSC, CPUID_80000007_EDX_INVTSC);
+  assert.equal(on.find((e) => e.function === 0x80000000)!.eax, 0x80000007);
+  assert.equal(base.length, 2, 'input untouched');
+  const off = setInvariantTsc(on, false);
+  assert.equal(off.find((e) => e.function === 0x80000007)!.edx & CPUID_80000007_EDX_INVTSC, 0);
+  assert.equal(setInvariantTsc(base, false).length, 2, 'off adds nothing');
+});
+
+test('host INVTSC detection needs both constant_tsc and nonstop_tsc', () => {
+  assert.equal(hostHasInvariantTsc('processor : 0\nflags : fpu tsc constant_tsc nonstop_tsc pni\n'), true);
+  assert.equal(hostHasInvariantTsc('flags : fpu tsc constant_tsc\n'), false);
+  assert.equal(hostHasInvariantTsc(''), false);
 });

@@ -159,3 +159,30 @@ function x2apicTopology(leaf: number, apicId: number, vcpuCount: number, coreShi
   });
   return [entry(0, 0, 1, LEVEL_TYPE_SMT), entry(1, coreShift, vcpuCount, LEVEL_TYPE_CORE), entry(2, 0, 0, LEVEL_TYPE_INVALID)];
 }
+
+/** CPUID.80000007H:EDX[8], "Invariant TSC": the TSC ticks at a constant rate in every P/C-state. */
+export const CPUID_80000007_EDX_INVTSC = 1 << 8;
+
+/**
+ * Offers or withholds INVTSC. A guest told its TSC is invariant may rely on it across a
+ * migration to a host with another TSC rate, so offering it blocks migration (the caller records
+ * the blocker). Adds leaf 0x80000007 when the host list lacks it and `on` is set.
+ */
+export function setInvariantTsc(entries: readonly CpuidEntry[], on: boolean): CpuidEntry[] {
+  const out = entries.map((e) => ({ ...e }));
+  let leaf = out.find((e) => e.function === 0x80000007);
+  if (!leaf && on) {
+    leaf = { function: 0x80000007, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 };
+    out.push(leaf);
+    const max = out.find((e) => e.function === 0x80000000);
+    if (max && max.eax < 0x80000007) max.eax = 0x80000007;
+  }
+  if (leaf) leaf.edx = on ? (leaf.edx | CPUID_80000007_EDX_INVTSC) >>> 0 : (leaf.edx & ~CPUID_80000007_EDX_INVTSC) >>> 0;
+  return out;
+}
+
+/** Whether the host's TSC is invariant, from /proc/cpuinfo's constant_tsc and nonstop_tsc flags. */
+export function hostHasInvariantTsc(cpuinfo: string): boolean {
+  const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.split(/\s+/) ?? [];
+  return flags.includes('constant_tsc') && flags.includes('nonstop_tsc');
+}

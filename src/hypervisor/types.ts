@@ -38,7 +38,19 @@ export interface ExitHandlers {
 /** Devices served on the vCPU thread itself, with no round trip to the main thread. */
 export type VcpuLocalDevice =
   | { kind: 'debug-exit'; port: number; sizeBytes: number }
-  | { kind: 'sink'; port: number; sizeBytes: number };
+  | { kind: 'sink'; port: number; sizeBytes: number }
+  /** test device: an `out` here makes the vCPU thread add 1 to RAX and rewrite RIP through the state cache */
+  | { kind: 'regs-probe'; port: number; sizeBytes: number };
+
+export interface VcpuStats {
+  exits: number;
+  kicks: number;
+  /** kicks requested, and the last one the vCPU has seen at its command point */
+  kickSeq: number;
+  kickAck: number;
+  /** by exit reason name: exits and the syscalls spent on them (KVM_RUN included) */
+  byReason: Record<string, { exits: number; syscalls: number }>;
+}
 
 export interface RamSlot { gpa: number; sizeBytes: number; hva: bigint }
 
@@ -61,7 +73,7 @@ export interface HvVcpu {
   /** Reads registers on the vCPU's own thread; only while paused. */
   readState(): Promise<{ regs: Regs; sregs: Sregs }>;
   stop(): Promise<void>;
-  stats(): { exits: number; kicks: number };
+  stats(): VcpuStats;
 }
 
 export interface HvVm {

@@ -2,7 +2,8 @@
 // debug-exit, and N vCPU threads. Builds the guest's boot state and runs it until it ends.
 import { Bus } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
-import { cpuidForVcpu } from '../boot/cpuid.js';
+import * as fs from 'node:fs';
+import { cpuidForVcpu, hostHasInvariantTsc, setInvariantTsc } from '../boot/cpuid.js';
 import * as layout from '../boot/layout.js';
 import { I8042 } from '../devices/i8042.js';
 import { Serial8250 } from '../devices/serial8250.js';
@@ -22,6 +23,10 @@ export interface MachineConfig {
   captureSerial?: boolean;
   /** log unclaimed accesses to stderr (once per address) */
   logUnclaimed?: boolean;
+  /** offer INVTSC (CPUID 0x80000007 EDX bit 8): 'auto' when the host TSC is invariant; on blocks migration */
+  invtsc?: 'on' | 'off' | 'auto';
+  /** tests: a port whose writes make the vCPU thread add 1 to RAX through the state cache */
+  regsProbePort?: number;
 }
 
 export interface MachineResult {
@@ -39,6 +44,8 @@ export class Machine implements ExitHandlers {
   readonly serial: Serial8250;
   readonly guest: LoadedGuest;
   readonly unclaimed = new Map<string, number>();
+  /** Why this VM must not be snapshotted or migrated; snapshot and migration code refuse while non-empty. */
+  readonly migrationBlockers: string[] = [];
   private readonly vm: HvVm;
   private readonly ram: RamSlot[] = [];
   private readonly freeRam: Array<() => void> = [];
@@ -85,7 +92,11 @@ export class Machine implements ExitHandlers {
         cmdline: config.cmdline, cpus: config.cpus, memoryBytes: config.memoryBytes,
       });
 
-      const supported = hv.supportedCpuid();
+      const invtsc = (config.invtsc ?? 'auto') === 'auto' ? hostInvariantTsc() : config.invtsc === 'on';
+      if (invtsc) {
+        this.migrationBlockers.push('INVTSC is offered to the guest (--cpu-invtsc): a guest that relies on an invariant TSC cannot move to a host with another TSC rate');
+      }
+      const supported = setInvariantTsc(hv.supportedCpuid(), invtsc);
       for (let i = 0; i < config.cpus; i++) {
         const v = this.vm.createVcpu(i);
         v.setCpuid(cpuidForVcpu(supported, i, config.cpus));
@@ -108,6 +119,7 @@ export class Machine implements ExitHandlers {
       { kind: 'debug-exit', port: layout.DEBUG_EXIT_PORT, sizeBytes: layout.DEBUG_EXIT_PORT_SIZE },
       { kind: 'sink', port: layout.POST_PORT, sizeBytes: 1 },
     ];
+    if (this.config.regsProbePort !== undefined) local.push({ kind: 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
     // APs first: they wait in KVM_RUN for INIT/SIPI, so the BSP's SIPIs cannot race their start.
     for (const v of [...this.vcpus.slice(1), this.vcpus[0]!]) await v.start(this, this.ram, local);
   }
@@ -190,5 +202,13 @@ export class Machine implements ExitHandlers {
 
   elapsedToFirstSerialByteMs(): number | null {
     return this.firstSerialByteNs === null ? null : Number(this.firstSerialByteNs - this.startedAtNs) / 1e6;
+  }
+}
+
+function hostInvariantTsc(): boolean {
+  try {
+    return hostHasInvariantTsc(fs.readFileSync('/proc/cpuinfo', 'latin1'));
+  } catch {
+    return false;
   }
 }

@@ -7,11 +7,11 @@ import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
 import { hostView, mapAnonymous, unmap } from '../../kvm/memory.js';
 import type {
-  CpuidEntry, ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState,
+  CpuidEntry, ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
 } from '../types.js';
 import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
 import {
-  AccessKind, CONTROL_BLOCK_BYTES, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, VCPU_STATE_NAMES, VcpuCommand,
+  AccessKind, CONTROL_BLOCK_BYTES, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, STAT_REASONS, VCPU_STATE_NAMES, VcpuCommand,
   type VcpuWorkerData, type VcpuWorkerMessage,
 } from './vcpu-protocol.js';
 
@@ -230,6 +230,7 @@ class KvmVcpuHandle implements HvVcpu {
 
   /** Forces the vCPU out of KVM_RUN (or makes its next entry return at once). */
   kick(): void {
+    Atomics.add(this.ctrl, CTRL.KICK_SEQ, 1);
     Atomics.store(this.run8, abi.kvm_run.at.immediate_exit, 1);
     const tid = Atomics.load(this.ctrlBig, CTRL.TID_BIGINT_SLOT);
     if (tid !== 0n) libc.pthreadKill(tid, SIG_KICK);
@@ -279,8 +280,17 @@ class KvmVcpuHandle implements HvVcpu {
     this.worker = null;
   }
 
-  stats(): { exits: number; kicks: number } {
-    return { exits: Atomics.load(this.ctrl, CTRL.STAT_EXITS), kicks: Atomics.load(this.ctrl, CTRL.STAT_KICKS) };
+  stats(): VcpuStats {
+    const byReason: VcpuStats['byReason'] = {};
+    for (let r = 0; r < STAT_REASONS; r++) {
+      const exits = Atomics.load(this.ctrl, CTRL.STAT_EXIT_BASE + r);
+      if (exits === 0) continue;
+      byReason[abi.KVM_EXIT_NAMES[r] ?? `reason ${r}`] = { exits, syscalls: Atomics.load(this.ctrl, CTRL.STAT_SYSCALL_BASE + r) };
+    }
+    return {
+      exits: Atomics.load(this.ctrl, CTRL.STAT_EXITS), kicks: Atomics.load(this.ctrl, CTRL.STAT_KICKS),
+      kickSeq: Atomics.load(this.ctrl, CTRL.KICK_SEQ), kickAck: Atomics.load(this.ctrl, CTRL.KICK_ACK), byReason,
+    };
   }
 
   close(): void {

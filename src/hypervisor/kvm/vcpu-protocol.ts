@@ -24,11 +24,19 @@ export const CTRL = {
   /** exits handled, total and by kind (Int32 slots 20..) */
   STAT_EXITS: 20,
   STAT_KICKS: 21,
+  /** kicks requested by anyone (incremented before each kick) */
+  KICK_SEQ: 22,
+  /** the value of KICK_SEQ the vCPU last saw at its command point (after an exit was handled) */
+  KICK_ACK: 23,
   /** register snapshot area (byte offset 256): kvm_regs then kvm_sregs */
   REGS_BYTE_OFFSET: 256,
+  /** per exit reason r (< STAT_REASONS): exits at Int32 slot STAT_EXIT_BASE + r, state syscalls at STAT_SYSCALL_BASE + r */
+  STAT_EXIT_BASE: 256,
+  STAT_SYSCALL_BASE: 256 + 64,
 } as const;
+export const STAT_REASONS = 64;
 export const MBOX_DATA_BYTE_OFFSET = CTRL.MBOX_DATA * 4;
-export const CONTROL_BLOCK_BYTES = 1024;
+export const CONTROL_BLOCK_BYTES = 2048;
 
 export const enum VcpuCommand { None = 0, Pause = 1, Resume = 2, Stop = 3, ReadRegs = 4 }
 export const enum VcpuState { Created = 0, Running = 1, Paused = 2, Stopped = 3 }
@@ -42,7 +50,8 @@ export const SIG_KICK = 40;
 /** Devices the worker handles itself, without a round trip to the main thread. */
 export type LocalDeviceSpec =
   | { kind: 'debug-exit'; port: number; sizeBytes: number }
-  | { kind: 'sink'; port: number; sizeBytes: number };
+  | { kind: 'sink'; port: number; sizeBytes: number }
+  | { kind: 'regs-probe'; port: number; sizeBytes: number };
 
 export interface VcpuWorkerData {
   index: number;

@@ -9,10 +9,11 @@ import * as libc from '../../kvm/libc.js';
 import { hostView } from '../../kvm/memory.js';
 import { GuestMemory } from '../../memory/guest-memory.js';
 import {
-  AccessKind, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, VcpuCommand, VcpuState,
+  AccessKind, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, STAT_REASONS, VcpuCommand, VcpuState,
   type VcpuWorkerData, type VcpuWorkerMessage,
 } from './vcpu-protocol.js';
 import { formatBytes, hex, identifyInstruction } from './diagnose.js';
+import { fieldId, VcpuStateCache } from './state-cache.js';
 
 const EINTR = 4;
 const EAGAIN = 11;
@@ -30,8 +31,15 @@ const run8 = new Uint8Array(runBuf);
 const run = new DataView(runBuf);
 const memory = new GuestMemory(data.ram, hostView);
 
+// Syscall accounting by exit reason: every state ioctl is charged to the exit being handled.
+let currentReason = 0;
+const syscalls = { count(n = 1) { ctrl[CTRL.STAT_SYSCALL_BASE + currentReason]! += n; } };
+const cache = new VcpuStateCache(data.fd, vcpu.target, runBuf, run, syscalls);
+const RAX = fieldId('rax');
+const RIP = fieldId('rip');
+
 // Local devices: a short list scanned linearly (there are two of them).
-const localPorts: Array<{ base: number; end: number; kind: 'debug-exit' | 'sink' }> =
+const localPorts: Array<{ base: number; end: number; kind: 'debug-exit' | 'sink' | 'regs-probe' }> =
   data.localDevices.map((d) => ({ base: d.port, end: d.port + d.sizeBytes, kind: d.kind }));
 
 // Preallocated windows over the PIO data area and the MMIO data bytes: no allocation per exit.
@@ -65,7 +73,8 @@ function setUpKickSignal(): void {
 }
 
 function drainKicks(): void {
-  while (libc.sigtimedwait(kickSet, siginfo, zeroTimeout) > 0) { /* each call consumes one queued kick */ }
+  // Each call consumes one queued kick; the last one finds none (EAGAIN).
+  do syscalls.count(); while (libc.sigtimedwait(kickSet, siginfo, zeroTimeout) > 0);
 }
 
 // ---- forwarding to the main thread -------------------------------------------------------
@@ -101,7 +110,11 @@ function pio(): void {
       if (port >= dev.base && port < dev.end) {
         handled = true;
         if (dev.kind === 'sink') { if (!isWrite) bytes.fill(0xff); }
-        else if (isWrite) {
+        else if (dev.kind === 'regs-probe') {
+          // A handler that reads and writes RAX and RIP: the state cache must make this free.
+          cache.setById(RAX, cache.getById(RAX) + 1n);
+          cache.setById(RIP, cache.getById(RIP));
+        } else if (isWrite) {
           // isa-debug-exit semantics, with the written value as our exit status.
           let v = 0;
           for (let b = size - 1; b >= 0; b--) v = v * 256 + bytes[b]!;
@@ -133,8 +146,8 @@ function readCode(linear: bigint): Uint8Array {
 }
 
 function describeState(): string {
-  const regs = vcpu.getRegs();
-  const sregs = Buffer.from(vcpu.getSregs());
+  const regs = Buffer.from(cache.group('regs'));
+  const sregs = Buffer.from(cache.group('sregs'));
   const r = abi.kvm_regs.at;
   const s = abi.kvm_sregs.at;
   const g = (name: keyof typeof r) => hex(regs.readBigUInt64LE(r[name]!), 16);
@@ -246,8 +259,8 @@ function handleCommands(): boolean {
       case VcpuCommand.Stop:
         return false;
       case VcpuCommand.ReadRegs: {
-        ctrlBytes.set(vcpu.getRegs(), CTRL.REGS_BYTE_OFFSET);
-        ctrlBytes.set(vcpu.getSregs(), CTRL.REGS_BYTE_OFFSET + abi.kvm_regs.sizeBytes);
+        ctrlBytes.set(cache.group('regs'), CTRL.REGS_BYTE_OFFSET);
+        ctrlBytes.set(cache.group('sregs'), CTRL.REGS_BYTE_OFFSET + abi.kvm_regs.sizeBytes);
         break;
       }
     }
@@ -257,14 +270,21 @@ function handleCommands(): boolean {
 
 function loop(): void {
   for (;;) {
+    // The command point: every kick issued before this load has now been seen by this vCPU.
+    Atomics.store(ctrl, CTRL.KICK_ACK, Atomics.load(ctrl, CTRL.KICK_SEQ));
     if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
+    cache.flush();
     const r = vcpu.run();
+    cache.afterExit();
     if (r < 0) {
       // EAGAIN: an AP that just took INIT/SIPI (or any vCPU not yet runnable); enter again.
       if (r === -EAGAIN) continue;
       if (r === -EINTR) {
         // A kick: clear immediate_exit before draining, so a kick that lands after the drain
         // still finds either the flag or a pending signal on the next entry.
+        currentReason = abi.KVM_EXIT_INTR;
+        ctrl[CTRL.STAT_EXIT_BASE + currentReason]!++;
+        syscalls.count();
         Atomics.store(run8, IMMEDIATE_EXIT, 0);
         drainKicks();
         Atomics.add(ctrl, CTRL.STAT_KICKS, 1);
@@ -273,7 +293,11 @@ function loop(): void {
       fatal(`KVM_RUN failed: errno ${-r}`);
       return;
     }
+    const reason = run.getUint32(abi.kvm_run.at.exit_reason, true);
+    currentReason = reason < STAT_REASONS ? reason : 0;
     ctrl[CTRL.STAT_EXITS]!++;
+    ctrl[CTRL.STAT_EXIT_BASE + currentReason]!++;
+    ctrl[CTRL.STAT_SYSCALL_BASE + currentReason]!++; // the KVM_RUN that produced this exit
     if (!dispatch()) return;
   }
 }
@@ -281,7 +305,7 @@ function loop(): void {
 try {
   setUpKickSignal();
   // Sync regs come back in kvm_run on every exit; the hot path then needs no KVM_GET_REGS.
-  run.setBigUint64(abi.kvm_run.at.kvm_valid_regs, BigInt(abi.KVM_SYNC_X86_REGS), true);
+  run.setBigUint64(abi.kvm_run.at.kvm_valid_regs, BigInt(VcpuStateCache.SYNC_ON_EXIT), true);
   setState(VcpuState.Running);
   post({ type: 'ready' });
   loop();
