@@ -91,15 +91,16 @@ int main(int argc, char **argv) {
   uint32_t entry = load_elf(ram, img, st.st_size);
   if (!entry) { fprintf(stderr, "no PVH note\n"); return 70; }
   strcpy((char *)ram + CMDLINE, argv[2]);
+  /* struct hvm_start_info: magic 0, version 4, cmdline_paddr 24, memmap_paddr 40, memmap_entries 48 */
   uint32_t *si = (uint32_t *)(ram + START_INFO);
   si[0] = 0x336ec578; si[1] = 1;
-  *(uint64_t *)(ram + START_INFO + 16) = CMDLINE;
+  *(uint64_t *)(ram + START_INFO + 24) = CMDLINE;
   /* memmap: one RAM entry from 1 MiB, and low RAM */
   uint64_t *mm = (uint64_t *)(ram + START_INFO + 0x40);
   mm[0] = 0; mm[1] = 0x9fc00; mm[2] = 1;
   mm[3] = 0x100000; mm[4] = MEM_SIZE - 0x100000; mm[5] = 1;
-  *(uint64_t *)(ram + START_INFO + 32) = START_INFO + 0x40;
-  si[10] = 2;
+  *(uint64_t *)(ram + START_INFO + 40) = START_INFO + 0x40;
+  si[12] = 2;
   uint64_t gdt[] = { 0, 0, 0x00af9b000000ffffull, 0x00cf93000000ffffull, 0x00008b0000000067ull, 0x00cf9b000000ffffull };
   memcpy(ram + GDT, gdt, sizeof gdt);
 

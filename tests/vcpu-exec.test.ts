@@ -124,3 +124,31 @@ test('--cpu-invtsc: the guest sees INVTSC exactly when offered, and offering it 
   assert.equal(off.status, 0, 'CPUID.80000007H:EDX[8] clear');
   assert.deepEqual(off.migrationBlockers, []);
 });
+
+test('runUntil: a vCPU whose guest never exits leaves KVM_RUN at each deadline', async (t) => {
+  const lateUs: number[] = [];
+  await runGuestFile(guestPath('spin'), {
+    timeoutMs: 60000,
+    during: async (m) => {
+      await waitFor('"spinning"', () => m.serialOutput().includes('spinning'));
+      const v = m.vcpus[0]!;
+      const before = v.stats();
+      for (let i = 0; i < 50; i++) {
+        const deadline = process.hrtime.bigint() + 5_000_000n;
+        const { lateNs } = await v.runUntil(deadline);
+        assert.ok(process.hrtime.bigint() >= deadline, 'never before the deadline');
+        lateUs.push(Number(lateNs) / 1e3);
+      }
+      // A deadline already past is reached at once.
+      await v.runUntil(process.hrtime.bigint() - 1_000_000n);
+      const after = v.stats();
+      assert.equal(after.byReason['IO']?.exits ?? 0, before.byReason['IO']?.exits ?? 0, 'the spinning guest made no exits of its own');
+      assert.ok(after.byReason['INTR']!.exits - (before.byReason['INTR']?.exits ?? 0) >= 50, 'the deadlines themselves made the exits');
+      await m.shutdown();
+    },
+  });
+  lateUs.sort((a, b) => a - b);
+  t.diagnostic(`deadline lateness µs: median ${lateUs[25]!.toFixed(0)} max ${lateUs[49]!.toFixed(0)}`);
+  // A correctness bound (the guest never exits, so without the timer nothing would come at all), not a speed target.
+  assert.ok(lateUs[49]! < 1_000_000, 'every deadline noticed within a second');
+});

@@ -74,6 +74,12 @@ export interface HvVcpu {
   readState(): Promise<{ regs: Regs; sregs: Sregs }>;
   stop(): Promise<void>;
   stats(): VcpuStats;
+  /**
+   * Run-until: the vCPU leaves KVM_RUN at `deadlineNs` (process.hrtime.bigint() clock) even if
+   * the guest never exits; resolves with how late the vCPU noticed it. One deadline at a time:
+   * a new one replaces the old.
+   */
+  runUntil(deadlineNs: bigint): Promise<{ lateNs: bigint }>;
 }
 
 export interface HvVm {

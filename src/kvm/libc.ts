@@ -38,6 +38,22 @@ export const pthreadSelf = libc.func('uint64_t pthread_self()');
 export const pthreadKill = libc.func('int pthread_kill(uint64_t thread, int sig)');
 export const pthreadSigmask = libc.func('int pthread_sigmask(int how, const void *set, void *oldset)');
 export const sigtimedwait = libc.func('int sigtimedwait(const void *set, void *info, const void *timeout)');
+/** POSIX per-thread timers: the vCPU's deadline timer signals its own thread (SIGEV_THREAD_ID). */
+export const timerCreate = libc.func('int timer_create(int clockid, void *sevp, void *timerid)');
+export const timerSettime = libc.func('int timer_settime(uint64_t timerid, int flags, const void *new_value, void *old_value)');
+export const timerDelete = libc.func('int timer_delete(uint64_t timerid)');
+export const gettid = libc.func('int gettid()');
+export const CLOCK_MONOTONIC = 1;
+export const TIMER_ABSTIME = 1;
+export const SIGEV_THREAD_ID = 4;
+/** struct sigevent (64 bytes on x86-64): sigev_value 0, sigev_signo 8, sigev_notify 12, _sigev_un._tid 16 */
+export const SIGEVENT_BYTES = 64;
+export const SIGEVENT_SIGNO = 8;
+export const SIGEVENT_NOTIFY = 12;
+export const SIGEVENT_TID = 16;
+/** struct itimerspec: it_interval {tv_sec, tv_nsec}, it_value {tv_sec, tv_nsec} */
+export const ITIMERSPEC_BYTES = 32;
+
 /** signal(2) with SIG_IGN (1) or SIG_DFL (0); handlers are never installed from JS. */
 export const signal = libc.func('intptr_t signal(int signum, intptr_t handler)');
 export const SIG_IGN = 1;

@@ -236,6 +236,28 @@ class KvmVcpuHandle implements HvVcpu {
     if (tid !== 0n) libc.pthreadKill(tid, SIG_KICK);
   }
 
+  async runUntil(deadlineNs: bigint): Promise<{ lateNs: bigint }> {
+    const timer = Atomics.load(this.ctrlBig, CTRL.TIMER_BIGINT_SLOT);
+    // (A stopped worker deletes its timer and zeroes the slot first, so a stale id is never armed.)
+    if (this.state() === 'stopped' || timer === 0n) throw new Error(`vcpu ${this.index}: runUntil needs a started vCPU`);
+    const reached = Atomics.load(this.ctrl, CTRL.DEADLINES_REACHED);
+    Atomics.store(this.ctrlBig, CTRL.DEADLINE_BIGINT_SLOT, deadlineNs);
+    const spec = Buffer.alloc(libc.ITIMERSPEC_BYTES);
+    spec.writeBigInt64LE(deadlineNs / 1_000_000_000n, 16);
+    spec.writeBigInt64LE(deadlineNs % 1_000_000_000n, 24);
+    if (libc.timerSettime(timer - 1n, libc.TIMER_ABSTIME, spec, null) !== 0) {
+      throw new KvmError('libc', 'timer_settime', this.vcpu.target, libc.errno(), `arming the deadline at ${deadlineNs} ns`);
+    }
+    // The deadline may already be past: a kick makes the vCPU look now.
+    if (process.hrtime.bigint() >= deadlineNs) this.kick();
+    while (Atomics.load(this.ctrl, CTRL.DEADLINES_REACHED) === reached) {
+      const w = Atomics.waitAsync(this.ctrl, CTRL.DEADLINES_REACHED, reached, 1000);
+      if (w.async) await w.value;
+      if (this.state() === 'stopped') throw new Error(`vcpu ${this.index} stopped before its deadline`);
+    }
+    return { lateNs: Atomics.load(this.ctrlBig, CTRL.DEADLINE_LATE_BIGINT_SLOT) };
+  }
+
   private command(cmd: VcpuCommand): Promise<void> {
     const next = this.commandChain.then(async () => {
       if (this.state() === 'stopped') return;

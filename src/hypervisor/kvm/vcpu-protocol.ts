@@ -28,6 +28,14 @@ export const CTRL = {
   KICK_SEQ: 22,
   /** the value of KICK_SEQ the vCPU last saw at its command point (after an exit was handled) */
   KICK_ACK: 23,
+  /** the vCPU's deadline timer id (timer_t) + 1, BigInt64 slot 16 (byte offset 128) */
+  TIMER_BIGINT_SLOT: 16,
+  /** armed deadline, CLOCK_MONOTONIC ns (0: none), BigInt64 slot 17 (byte offset 136) */
+  DEADLINE_BIGINT_SLOT: 17,
+  /** lateness of the last deadline reached, ns, BigInt64 slot 18 (byte offset 144) */
+  DEADLINE_LATE_BIGINT_SLOT: 18,
+  /** deadlines reached so far */
+  DEADLINES_REACHED: 24,
   /** register snapshot area (byte offset 256): kvm_regs then kvm_sregs */
   REGS_BYTE_OFFSET: 256,
   /** per exit reason r (< STAT_REASONS): exits at Int32 slot STAT_EXIT_BASE + r, state syscalls at STAT_SYSCALL_BASE + r */

@@ -72,6 +72,32 @@ function setUpKickSignal(): void {
   Atomics.store(ctrlBig, CTRL.TID_BIGINT_SLOT, BigInt(libc.pthreadSelf()));
 }
 
+// ---- deadline timer -----------------------------------------------------------------------
+// KVM_RUN takes no timeout, so a per-thread POSIX timer sends this thread the kick signal at the
+// deadline: the vCPU leaves KVM_RUN exactly then, even if the guest never exits on its own.
+function setUpDeadlineTimer(): void {
+  const sev = Buffer.alloc(libc.SIGEVENT_BYTES);
+  sev.writeInt32LE(SIG_KICK, libc.SIGEVENT_SIGNO);
+  sev.writeInt32LE(libc.SIGEV_THREAD_ID, libc.SIGEVENT_NOTIFY);
+  sev.writeInt32LE(libc.gettid(), libc.SIGEVENT_TID);
+  const id = Buffer.alloc(8);
+  if (libc.timerCreate(libc.CLOCK_MONOTONIC, sev, id) !== 0) throw new Error(`timer_create failed: errno ${libc.errno()}`);
+  // Stored + 1: timer id 0 is valid, and 0 in the slot means "no timer".
+  Atomics.store(ctrlBig, CTRL.TIMER_BIGINT_SLOT, id.readBigInt64LE(0) + 1n);
+}
+
+/** At the command point: a deadline that has passed is reported and disarmed. */
+function checkDeadline(): void {
+  const deadline = Atomics.load(ctrlBig, CTRL.DEADLINE_BIGINT_SLOT);
+  if (deadline === 0n) return;
+  const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, the timer's clock
+  if (now < deadline) return;
+  if (Atomics.compareExchange(ctrlBig, CTRL.DEADLINE_BIGINT_SLOT, deadline, 0n) !== deadline) return;
+  Atomics.store(ctrlBig, CTRL.DEADLINE_LATE_BIGINT_SLOT, now - deadline);
+  Atomics.add(ctrl, CTRL.DEADLINES_REACHED, 1);
+  Atomics.notify(ctrl, CTRL.DEADLINES_REACHED);
+}
+
 function drainKicks(): void {
   // Each call consumes one queued kick; the last one finds none (EAGAIN).
   do syscalls.count(); while (libc.sigtimedwait(kickSet, siginfo, zeroTimeout) > 0);
@@ -272,6 +298,7 @@ function loop(): void {
   for (;;) {
     // The command point: every kick issued before this load has now been seen by this vCPU.
     Atomics.store(ctrl, CTRL.KICK_ACK, Atomics.load(ctrl, CTRL.KICK_SEQ));
+    checkDeadline();
     if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
     cache.flush();
     const r = vcpu.run();
@@ -304,6 +331,7 @@ function loop(): void {
 
 try {
   setUpKickSignal();
+  setUpDeadlineTimer();
   // Sync regs come back in kvm_run on every exit; the hot path then needs no KVM_GET_REGS.
   run.setBigUint64(abi.kvm_run.at.kvm_valid_regs, BigInt(VcpuStateCache.SYNC_ON_EXIT), true);
   setState(VcpuState.Running);
@@ -312,6 +340,11 @@ try {
 } catch (e) {
   post({ type: 'error', message: (e as Error).message });
 } finally {
+  const timer = Atomics.load(ctrlBig, CTRL.TIMER_BIGINT_SLOT);
+  if (timer !== 0n) {
+    Atomics.store(ctrlBig, CTRL.TIMER_BIGINT_SLOT, 0n);
+    libc.timerDelete(timer - 1n);
+  }
   setState(VcpuState.Stopped);
   ack();
 }
