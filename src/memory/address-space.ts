@@ -80,7 +80,10 @@ export interface MemSlot {
   readonly hostId: string;
   readonly offsetBytes: number;
   readonly flags: MemslotFlags;
-  /** the region the slot maps (for messages and debugging) */
+  /**
+   * the region the slot was made for; a label only (for messages and debugging): renaming a region
+   * whose slot stays identical emits no op, so a table kept up to date from ops keeps the old label
+   */
   readonly regionId: string;
 }
 
@@ -156,6 +159,7 @@ export class MapTransaction {
   }
 
   private put(r: Region): void {
+    if (r.backing !== undefined) Object.freeze(r.backing);
     this.work.set(r.id, Object.freeze(r));
   }
 
@@ -169,7 +173,7 @@ export class MapTransaction {
     if (this.work.has(spec.id)) refuse('duplicate-region', spec.id, 'a region with this id already exists', 'pick another id or remove the old region first');
     this.put({
       id: spec.id, kind: spec.kind, gpa: spec.gpa, sizeBytes: spec.sizeBytes, priority: spec.priority,
-      backing: spec.backing === undefined ? undefined : Object.freeze({ hostId: spec.backing.hostId, offsetBytes: spec.backing.offsetBytes }),
+      backing: spec.backing === undefined ? undefined : { hostId: spec.backing.hostId, offsetBytes: spec.backing.offsetBytes },
       readonly: spec.readonly ?? spec.kind === 'rom',
       logDirty: spec.logDirty ?? false,
     });
@@ -350,17 +354,14 @@ export class AddressSpace {
 
   /** The flat range holding `gpa`, or undefined in a hole. Binary search; allocates nothing. */
   lookup(gpa: number): FlatRange | undefined {
-    const v = this.flat;
-    let lo = 0;
-    let hi = v.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const r = v[mid]!;
-      if (gpa < r.gpa) hi = mid - 1;
-      else if (gpa >= r.gpa + r.sizeBytes) lo = mid + 1;
-      else return r;
-    }
-    return undefined;
+    return rangeAt(this.flat, gpa);
+  }
+
+  /** Where the byte at `gpa` lives in host memory, or undefined for mmio, reserved and holes. */
+  translate(gpa: number): Backing | undefined {
+    const f = rangeAt(this.flat, gpa);
+    if (f?.backing === undefined) return undefined;
+    return { hostId: f.backing.hostId, offsetBytes: f.backing.offsetBytes + (gpa - f.gpa) };
   }
 
   private apply(regions: Region[]): CommitResult {
@@ -449,7 +450,7 @@ function flatten(regions: readonly Region[]): Piece[] {
     const b = region.backing;
     pieces.push({
       gpa, sizeBytes: end - gpa, region, regionId: region.id,
-      backing: b === undefined ? undefined : { hostId: b.hostId, offsetBytes: b.offsetBytes + (gpa - region.gpa) },
+      backing: b === undefined ? undefined : Object.freeze({ hostId: b.hostId, offsetBytes: b.offsetBytes + (gpa - region.gpa) }),
     });
     open = undefined;
   };
@@ -524,23 +525,25 @@ function assignSlots(oldView: readonly FlatRange[], pieces: readonly Piece[]): {
     if (list === undefined) freedByRegion.set(f.regionId, [f.slot]);
     else list.push(f.slot);
   }
+  // Two passes: first a number this region just gave up (a readonly toggle or a split keeps its slot), then the lowest free ones.
+  const chosen = new Map<number, number>(); // view index -> slot
+  for (const i of toCreate) {
+    const mine = freedByRegion.get(view[i]!.regionId);
+    while (mine !== undefined && mine.length > 0) {
+      const s = mine.shift()!;
+      if (!used.has(s)) { chosen.set(i, s); used.add(s); break; }
+    }
+  }
   const createOps: MemslotOp[] = [];
   let lowest = 0;
   for (const i of toCreate) {
-    const f = view[i]!;
-    // Prefer a number this region just gave up (a readonly toggle or a split keeps its slot), else the lowest free one.
-    const mine = freedByRegion.get(f.regionId);
-    let slot: number | undefined;
-    while (mine !== undefined && mine.length > 0) {
-      const s = mine.shift()!;
-      if (!used.has(s)) { slot = s; break; }
-    }
+    let slot = chosen.get(i);
     if (slot === undefined) {
       while (used.has(lowest)) lowest++;
       slot = lowest;
+      used.add(slot);
     }
-    used.add(slot);
-    const done = Object.freeze({ ...f, slot });
+    const done = Object.freeze({ ...view[i]!, slot });
     view[i] = done;
     createOps.push({ op: 'create', ...toSlot(done) });
   }

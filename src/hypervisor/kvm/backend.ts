@@ -242,6 +242,7 @@ class KvmVcpuHandle implements HvVcpu {
     if (this.state() === 'stopped' || timer === 0n) throw new Error(`vcpu ${this.index}: runUntil needs a started vCPU`);
     const reached = Atomics.load(this.ctrl, CTRL.DEADLINES_REACHED);
     Atomics.store(this.ctrlBig, CTRL.DEADLINE_BIGINT_SLOT, deadlineNs);
+    Atomics.store(this.ctrl, CTRL.DEADLINE_ARMED, 1);
     const spec = Buffer.alloc(libc.ITIMERSPEC_BYTES);
     spec.writeBigInt64LE(deadlineNs / 1_000_000_000n, 16);
     spec.writeBigInt64LE(deadlineNs % 1_000_000_000n, 24);

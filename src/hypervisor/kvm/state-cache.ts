@@ -101,6 +101,10 @@ export interface SyscallCounter {
   count(n?: number): void;
 }
 
+/** Group bits KVM refreshes in kvm_run on every exit (see SYNC_ON_EXIT). */
+const VALID_AFTER_EXIT = GROUP_NAMES.reduce(
+  (mask, g, i) => ((GROUPS[g] as GroupSpec).syncBit & abi.KVM_SYNC_X86_REGS ? mask | (1 << i) : mask), 0);
+
 export class VcpuStateCache {
   /** bit per group (GROUP_NAMES order) */
   private validGroups = 0;
@@ -134,10 +138,7 @@ export class VcpuStateCache {
 
   /** After KVM_RUN returns: only what KVM mirrored is valid; nothing may be dirty (flush ran). */
   afterExit(): void {
-    this.validGroups = 0;
-    for (let g = 0; g < GROUP_NAMES.length; g++) {
-      if (GROUPS[GROUP_NAMES[g]!].syncBit & VcpuStateCache.SYNC_ON_EXIT) this.validGroups |= 1 << g;
-    }
+    this.validGroups = VALID_AFTER_EXIT;
   }
 
   /** Forgets everything (state changed behind the cache's back, e.g. at creation). */

@@ -36,6 +36,8 @@ export const CTRL = {
   DEADLINE_LATE_BIGINT_SLOT: 18,
   /** deadlines reached so far */
   DEADLINES_REACHED: 24,
+  /** 1 while DEADLINE_BIGINT_SLOT holds a deadline (checked on every exit without reading a BigInt) */
+  DEADLINE_ARMED: 25,
   /** register snapshot area (byte offset 256): kvm_regs then kvm_sregs */
   REGS_BYTE_OFFSET: 256,
   /** per exit reason r (< STAT_REASONS): exits at Int32 slot STAT_EXIT_BASE + r, state syscalls at STAT_SYSCALL_BASE + r */

@@ -4,6 +4,7 @@
 // a kick. Spec: Documentation/virt/kvm/api.rst (KVM_RUN, kvm_run, KVM_SET_SIGNAL_MASK, immediate_exit).
 import { parentPort, workerData } from 'node:worker_threads';
 import * as abi from '../../kvm/abi.js';
+import * as io from '../../kvm/ioctls.js';
 import { KvmVcpu } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
 import { hostView } from '../../kvm/memory.js';
@@ -16,6 +17,8 @@ import { formatBytes, hex, identifyInstruction } from './diagnose.js';
 import { fieldId, VcpuStateCache } from './state-cache.js';
 
 const EINTR = 4;
+const KVM_RUN_NR = io.KVM_RUN.number;
+const ioctlValue = libc.ioctlValue;
 const EAGAIN = 11;
 const IMMEDIATE_EXIT = abi.kvm_run.at.immediate_exit;
 
@@ -26,6 +29,7 @@ const ctrl = new Int32Array(data.control);
 const ctrlBytes = new Uint8Array(data.control);
 const ctrlBig = new BigInt64Array(data.control);
 const vcpu = new KvmVcpu(data.index, data.fd, data.runHva, data.runSizeBytes);
+const vcpuFd = data.fd;
 const runBuf = vcpu.runView();
 const run8 = new Uint8Array(runBuf);
 const run = new DataView(runBuf);
@@ -43,8 +47,18 @@ const localPorts: Array<{ base: number; end: number; kind: 'debug-exit' | 'sink'
   data.localDevices.map((d) => ({ base: d.port, end: d.port + d.sizeBytes, kind: d.kind }));
 
 // Preallocated windows over the PIO data area and the MMIO data bytes: no allocation per exit.
+// KVM puts PIO data at one fixed offset (the page after kvm_run), so one view per size serves
+// every single (non-string) access; other offsets go through a small map.
+let ioDataOffset = -1;
+const ioDataBySize: Uint8Array[] = [];
 const ioDataCache = new Map<number, Uint8Array>();
 function ioData(offset: number, size: number): Uint8Array {
+  if (offset === ioDataOffset) return ioDataBySize[size]!;
+  if (ioDataOffset === -1) {
+    ioDataOffset = offset;
+    for (const n of [1, 2, 4]) ioDataBySize[n] = new Uint8Array(runBuf, offset, n);
+    return ioDataBySize[size]!;
+  }
   const key = offset * 16 + size;
   let v = ioDataCache.get(key);
   if (v === undefined) {
@@ -88,11 +102,17 @@ function setUpDeadlineTimer(): void {
 
 /** At the command point: a deadline that has passed is reported and disarmed. */
 function checkDeadline(): void {
+  if (Atomics.load(ctrl, CTRL.DEADLINE_ARMED) === 0) return; // a plain Int32 load: no BigInt per exit
   const deadline = Atomics.load(ctrlBig, CTRL.DEADLINE_BIGINT_SLOT);
   if (deadline === 0n) return;
   const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, the timer's clock
   if (now < deadline) return;
-  if (Atomics.compareExchange(ctrlBig, CTRL.DEADLINE_BIGINT_SLOT, deadline, 0n) !== deadline) return;
+  // Disarm before taking the deadline: a new deadline stored meanwhile fails the exchange and re-arms.
+  Atomics.store(ctrl, CTRL.DEADLINE_ARMED, 0);
+  if (Atomics.compareExchange(ctrlBig, CTRL.DEADLINE_BIGINT_SLOT, deadline, 0n) !== deadline) {
+    Atomics.store(ctrl, CTRL.DEADLINE_ARMED, 1);
+    return;
+  }
   Atomics.store(ctrlBig, CTRL.DEADLINE_LATE_BIGINT_SLOT, now - deadline);
   Atomics.add(ctrl, CTRL.DEADLINES_REACHED, 1);
   Atomics.notify(ctrl, CTRL.DEADLINES_REACHED);
@@ -127,7 +147,8 @@ function pio(): void {
   const size = run8[base + abi.kvm_run_io.at.size]!;
   const port = run.getUint16(base + abi.kvm_run_io.at.port, true);
   const count = run.getUint32(base + abi.kvm_run_io.at.count, true);
-  const dataOffset = Number(run.getBigUint64(base + abi.kvm_run_io.at.data_offset, true));
+  // data_offset is a u64 but always inside the vCPU mmap; its low half avoids a BigInt per exit.
+  const dataOffset = run.getUint32(base + abi.kvm_run_io.at.data_offset, true);
   for (let i = 0; i < count; i++) {
     const bytes = ioData(dataOffset + i * size, size);
     let handled = false;
@@ -301,7 +322,9 @@ function loop(): void {
     checkDeadline();
     if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
     cache.flush();
-    const r = vcpu.run();
+    // KVM_RUN straight through the libc binding: the hot path skips the wrapper's extra calls.
+    let r = ioctlValue(vcpuFd, KVM_RUN_NR, 0);
+    if (r < 0) r = -libc.errno();
     cache.afterExit();
     if (r < 0) {
       // EAGAIN: an AP that just took INIT/SIPI (or any vCPU not yet runnable); enter again.
