@@ -4,7 +4,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { guestPath } from '../tests/guests/index.js';
-import { runGuestFile } from '../tests/run-guest.js';
+import { REGS_PROBE_PORT, regsProbeGuest } from '../tests/guests/generated.js';
+import { runGuestFile, runImage, waitFor } from '../tests/run-guest.js';
 import { buildKvmLoop, repoRoot } from './build.js';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -78,7 +79,59 @@ function firstByteMs(argv: string[]): Promise<number> {
   });
 }
 
-const BENCHES: Record<string, () => Promise<void>> = { startup, exits };
+/** Userspace exits whose handler reads and writes RAX and RIP: state cache against plain ioctls. */
+async function regs(): Promise<void> {
+  const N = Number(process.env.BENCH_PROBES ?? 200_000);
+  const image = regsProbeGuest(N);
+  const time = async (via: 'cache' | 'ioctl') => {
+    const t0 = process.hrtime.bigint();
+    const r = await runImage(image, 'regs-probe', { regsProbePort: REGS_PROBE_PORT, regsProbeVia: via, timeoutMs: 600000 });
+    if (r.status !== 0) throw new Error(`regs-probe guest failed (${via}): status ${r.status}`);
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
+  const cache: number[] = [];
+  const ioctl: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    cache.push(await time('cache'));
+    ioctl.push(await time('ioctl'));
+  }
+  console.log(`regs: exits/s with the state cache ${(N / median(cache)).toFixed(0)}, with KVM_GET/SET_REGS ${(N / median(ioctl)).toFixed(0)}`);
+  console.log(`regs: cache/ioctl exits per second = ${(median(ioctl) / median(cache)).toFixed(3)}`);
+}
+
+/** Kicks against a spinning vCPU: how many per second, how long until the vCPU has seen each, none lost. */
+async function kicks(): Promise<void> {
+  const N = Number(process.env.BENCH_KICKS ?? 20_000);
+  const lat: number[] = [];
+  let lost = 0;
+  let elapsed = 0;
+  await runGuestFile(guestPath('spin'), {
+    timeoutMs: 600000,
+    during: async (m) => {
+      await waitFor('"spinning"', () => m.serialOutput().includes('spinning'));
+      const v = m.vcpus[0]!;
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < N; i++) {
+        const before = v.stats().kickSeq;
+        const k0 = process.hrtime.bigint();
+        v.kick();
+        // Spin (not the event loop) so the number is the vCPU's latency, not libuv's.
+        while (v.stats().kickAck <= before) {
+          if (process.hrtime.bigint() - k0 > 1_000_000_000n) { lost++; break; }
+        }
+        lat.push(Number(process.hrtime.bigint() - k0) / 1e3);
+      }
+      elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+      await m.shutdown();
+    },
+  });
+  lat.sort((a, b) => a - b);
+  const p = (q: number) => lat[Math.min(lat.length - 1, Math.floor(lat.length * q))]!;
+  console.log(`kicks: ${(N / elapsed).toFixed(0)} kicks/s (each waited for), kick-to-exit median ${p(0.5).toFixed(1)} µs, p99 ${p(0.99).toFixed(1)} µs, max ${p(1).toFixed(0)} µs`);
+  console.log(`kicks: lost=${lost} p99=${p(0.99).toFixed(1)}`);
+}
+
+const BENCHES: Record<string, () => Promise<void>> = { startup, exits, regs, kicks };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(BENCHES)) {

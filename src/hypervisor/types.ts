@@ -40,7 +40,8 @@ export type VcpuLocalDevice =
   | { kind: 'debug-exit'; port: number; sizeBytes: number }
   | { kind: 'sink'; port: number; sizeBytes: number }
   /** test device: an `out` here makes the vCPU thread add 1 to RAX and rewrite RIP through the state cache */
-  | { kind: 'regs-probe'; port: number; sizeBytes: number };
+  | { kind: 'regs-probe'; port: number; sizeBytes: number }
+  | { kind: 'regs-probe-ioctl'; port: number; sizeBytes: number };
 
 export interface VcpuStats {
   exits: number;

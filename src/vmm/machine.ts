@@ -27,6 +27,8 @@ export interface MachineConfig {
   invtsc?: 'on' | 'off' | 'auto';
   /** tests: a port whose writes make the vCPU thread add 1 to RAX through the state cache */
   regsProbePort?: number;
+  /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
+  regsProbeVia?: 'cache' | 'ioctl';
 }
 
 export interface MachineResult {
@@ -119,7 +121,7 @@ export class Machine implements ExitHandlers {
       { kind: 'debug-exit', port: layout.DEBUG_EXIT_PORT, sizeBytes: layout.DEBUG_EXIT_PORT_SIZE },
       { kind: 'sink', port: layout.POST_PORT, sizeBytes: 1 },
     ];
-    if (this.config.regsProbePort !== undefined) local.push({ kind: 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
+    if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
     // APs first: they wait in KVM_RUN for INIT/SIPI, so the BSP's SIPIs cannot race their start.
     for (const v of [...this.vcpus.slice(1), this.vcpus[0]!]) await v.start(this, this.ram, local);
   }

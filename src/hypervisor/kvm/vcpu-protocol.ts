@@ -61,7 +61,8 @@ export const SIG_KICK = 40;
 export type LocalDeviceSpec =
   | { kind: 'debug-exit'; port: number; sizeBytes: number }
   | { kind: 'sink'; port: number; sizeBytes: number }
-  | { kind: 'regs-probe'; port: number; sizeBytes: number };
+  | { kind: 'regs-probe'; port: number; sizeBytes: number }
+  | { kind: 'regs-probe-ioctl'; port: number; sizeBytes: number };
 
 export interface VcpuWorkerData {
   index: number;

@@ -11,7 +11,7 @@ import { hostView } from '../../kvm/memory.js';
 import { GuestMemory } from '../../memory/guest-memory.js';
 import {
   AccessKind, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, STAT_REASONS, VcpuCommand, VcpuState,
-  type VcpuWorkerData, type VcpuWorkerMessage,
+  type LocalDeviceSpec, type VcpuWorkerData, type VcpuWorkerMessage,
 } from './vcpu-protocol.js';
 import { formatBytes, hex, identifyInstruction } from './diagnose.js';
 import { fieldId, VcpuStateCache } from './state-cache.js';
@@ -43,7 +43,7 @@ const RAX = fieldId('rax');
 const RIP = fieldId('rip');
 
 // Local devices: a short list scanned linearly (there are two of them).
-const localPorts: Array<{ base: number; end: number; kind: 'debug-exit' | 'sink' | 'regs-probe' }> =
+const localPorts: Array<{ base: number; end: number; kind: LocalDeviceSpec['kind'] }> =
   data.localDevices.map((d) => ({ base: d.port, end: d.port + d.sizeBytes, kind: d.kind }));
 
 // Preallocated windows over the PIO data area and the MMIO data bytes: no allocation per exit.
@@ -161,6 +161,12 @@ function pio(): void {
           // A handler that reads and writes RAX and RIP: the state cache must make this free.
           cache.setById(RAX, cache.getById(RAX) + 1n);
           cache.setById(RIP, cache.getById(RIP));
+        } else if (dev.kind === 'regs-probe-ioctl') {
+          // The same handler without the cache, as VMMs without one do it: the baseline for the cache.
+          const regs = vcpu.getRegs();
+          regs.writeBigUInt64LE(regs.readBigUInt64LE(abi.kvm_regs.at.rax!) + 1n, abi.kvm_regs.at.rax!);
+          vcpu.setRegs(regs);
+          syscalls.count(2);
         } else if (isWrite) {
           // isa-debug-exit semantics, with the written value as our exit status.
           let v = 0;
