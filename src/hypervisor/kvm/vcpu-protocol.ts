@@ -2,6 +2,8 @@
 // forwarded device accesses out. One Int32Array over a SharedArrayBuffer per vCPU; the worker
 // never runs its event loop (it sits in KVM_RUN), so nothing here uses postMessage to reach it.
 
+import type { VcpuLocalDevice } from '../types.js';
+
 /** Int32 slots of the control block. */
 export const CTRL = {
   /** command posted by the main thread (VcpuCommand) */
@@ -58,11 +60,7 @@ export const enum AccessKind { Pio = 1, Mmio = 2 }
 export const SIG_KICK = 40;
 
 /** Devices the worker handles itself, without a round trip to the main thread. */
-export type LocalDeviceSpec =
-  | { kind: 'debug-exit'; port: number; sizeBytes: number }
-  | { kind: 'sink'; port: number; sizeBytes: number }
-  | { kind: 'regs-probe'; port: number; sizeBytes: number }
-  | { kind: 'regs-probe-ioctl'; port: number; sizeBytes: number };
+export type LocalDeviceSpec = VcpuLocalDevice;
 
 export interface VcpuWorkerData {
   index: number;
