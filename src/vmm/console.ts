@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 export class ConsoleSink {
   private chunks: number[] = [];
   private scheduled = false;
+  private broken = false;
   private readonly fd: number;
   private readonly ownsFd: boolean;
 
@@ -33,7 +34,7 @@ export class ConsoleSink {
 
   flush(): void {
     this.scheduled = false;
-    if (this.chunks.length === 0 || this.fd < 0) {
+    if (this.chunks.length === 0 || this.fd < 0 || this.broken) {
       this.chunks = [];
       return;
     }
@@ -44,7 +45,14 @@ export class ConsoleSink {
       try {
         off += fs.writeSync(this.fd, buf, off);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue; // non-blocking pipe: retry
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') continue; // non-blocking pipe: retry
+        if (code === 'EPIPE') {
+          // Nobody reads the console any more (e.g. `tsvmm run | head`): the guest keeps running
+          // and its output is dropped, as a serial line with nothing attached would.
+          this.broken = true;
+          return;
+        }
         throw e;
       }
     }

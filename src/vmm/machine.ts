@@ -122,8 +122,9 @@ export class Machine implements ExitHandlers {
       { kind: 'sink', port: layout.POST_PORT, sizeBytes: 1 },
     ];
     if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
-    // APs first: they wait in KVM_RUN for INIT/SIPI, so the BSP's SIPIs cannot race their start.
-    for (const v of [...this.vcpus.slice(1), this.vcpus[0]!]) await v.start(this, this.ram, local);
+    // All at once: an AP that is not in KVM_RUN yet when the BSP sends INIT/SIPI still gets them,
+    // because the in-kernel LAPIC latches them until the AP runs.
+    await Promise.all(this.vcpus.map((v) => v.start(this, this.ram, local)));
   }
 
   /** Resolves when the guest ends (debug-exit, reset) or a vCPU cannot go on. */
