@@ -58,6 +58,14 @@ async function run(argv: string[]): Promise<number> {
     logUnclaimed: values['log-unclaimed'] ?? false, invtsc,
   });
   const detachStdin = attachStdin(machine);
+  // A bug of ours must not leave vCPU threads in KVM_RUN, where they would keep the process alive.
+  const onCrash = (e: unknown) => {
+    process.stderr.write(`tsvmm: internal error: ${(e as Error)?.message ?? String(e)}\n`);
+    if (process.env.TSVMM_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+    void machine.shutdown().finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
   // vCPU threads must leave KVM_RUN before the process can exit; repeated signals change nothing.
   let stopping = false;
   const stopOnSignal = () => {

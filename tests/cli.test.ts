@@ -127,3 +127,19 @@ function pvhElf32(gpa: number, code: Uint8Array): Buffer {
   b.set(code, codeOff);
   return b;
 }
+
+// Regression: `tsvmm run | head -1` crashed with an EPIPE stack trace and then hung, because the
+// uncaught exception left the vCPU threads inside KVM_RUN.
+test('console reader going away (EPIPE) neither crashes nor hangs tsvmm', async () => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [cliPath, 'run', '--kernel', guestPath('serial-flood')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stdout.once('data', () => child.stdout.destroy());
+  const status = await new Promise<number | null>((res, rej) => {
+    const t = setTimeout(() => { child.kill('SIGKILL'); rej(new Error('tsvmm hung after its console reader left')); }, 120000);
+    child.on('exit', (code) => { clearTimeout(t); res(code); });
+  });
+  assert.equal(status, 0, stderr);
+  assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
+});

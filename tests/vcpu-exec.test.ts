@@ -96,7 +96,8 @@ test('runUntil: a vCPU whose guest never exits leaves KVM_RUN at each deadline',
   await runGuestFile(guestPath('spin'), {
     timeoutMs: 60000,
     during: async (m) => {
-      await waitFor('"spinning"', () => m.serialOutput().includes('spinning'));
+      // Past its last serial write: the counter at 0x200000 moves only in the CPL3 loop.
+      await waitFor('the spin loop', () => m.serialOutput().includes('spinning\n') && m.memory.readU64(0x200000) > 1000n);
       const v = m.vcpus[0]!;
       const before = v.stats();
       for (let i = 0; i < 50; i++) {
