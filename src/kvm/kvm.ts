@@ -196,12 +196,6 @@ export class KvmVcpu {
     return r;
   }
 
-  /** KVM_RUN; returns 0 or -errno (EINTR after a kick, EAGAIN) without throwing, for the hot path. */
-  run(): number {
-    const r = libc.ioctlValue(this.fd, io.KVM_RUN.number, 0);
-    return r < 0 ? -libc.errno() : r;
-  }
-
   getRegs(): Buffer {
     this.call(io.KVM_GET_REGS, this.regsBuf, 'reading general registers');
     return this.regsBuf;
@@ -252,15 +246,9 @@ export class KvmVcpu {
     }
   }
 
-  getMpState(): number {
-    const b = Buffer.alloc(4);
-    this.call(io.KVM_GET_MP_STATE, b, 'reading the multiprocessing state');
-    return b.readUInt32LE(0);
-  }
-
   /**
-   * Sets the signals KVM_RUN unblocks while the guest runs (the kernel's 64-bit sigset, not
-   * glibc's 1024-bit one). `unblocked` lists the signals to let through; all others stay blocked.
+   * Sets the signal mask in force while KVM_RUN runs the guest (the kernel's 64-bit sigset, not
+   * glibc's 1024-bit one): `blockedSet` is the glibc set; its first 8 bytes are what KVM takes.
    */
   setSignalMask(blockedSet: Buffer): void {
     const b = Buffer.alloc(abi.kvm_signal_mask.sizeBytes + libc.KERNEL_SIGSET_BYTES);
