@@ -9,79 +9,13 @@
 
 import { GuestBuildError } from './guest-error.js';
 
-/** A field: [offset, size in bytes]. Tables below are checked against their C sizeof at load. */
-type FieldSpec = readonly [offset: number, sizeBytes: 1 | 2 | 4 | 8 | 16];
+import {
+  ELF64_EHDR, ELF64_EHDR_SIZE, ELF64_NHDR, ELF64_NHDR_SIZE, ELF64_PHDR, ELF64_PHDR_SIZE, ELFCLASS64, ELFDATA2LSB, ELFMAG,
+  EI_CLASS, EI_DATA, EI_VERSION, EM_X86_64, ET_EXEC, EV_CURRENT, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
+  XEN_ELFNOTE_PHYS32_ENTRY, XEN_NOTE_NAME, type FieldSpec,
+} from '../boot/elf-abi.js';
 
-function checkLayout(name: string, sizeBytes: number, fields: Record<string, FieldSpec>): void {
-  let end = 0;
-  for (const [field, [offset, size]] of Object.entries(fields)) {
-    if (offset !== end) throw new GuestBuildError('layout', `${name}.${field} is at ${offset}, expected ${end}: the table has a hole or overlap`);
-    end = offset + size;
-  }
-  if (end !== sizeBytes) throw new GuestBuildError('layout', `${name} tables ${end} bytes but sizeof is ${sizeBytes}`);
-}
-
-/** Elf64_Ehdr (include/uapi/linux/elf.h), 64 bytes. */
-export const ELF64_EHDR = {
-  e_ident: [0, 16],
-  e_type: [16, 2],
-  e_machine: [18, 2],
-  e_version: [20, 4],
-  e_entry: [24, 8],
-  e_phoff: [32, 8],
-  e_shoff: [40, 8],
-  e_flags: [48, 4],
-  e_ehsize: [52, 2],
-  e_phentsize: [54, 2],
-  e_phnum: [56, 2],
-  e_shentsize: [58, 2],
-  e_shnum: [60, 2],
-  e_shstrndx: [62, 2],
-} as const satisfies Record<string, FieldSpec>;
-export const ELF64_EHDR_SIZE = 64;
-
-/** Elf64_Phdr (include/uapi/linux/elf.h), 56 bytes. */
-export const ELF64_PHDR = {
-  p_type: [0, 4],
-  p_flags: [4, 4],
-  p_offset: [8, 8],
-  p_vaddr: [16, 8],
-  p_paddr: [24, 8],
-  p_filesz: [32, 8],
-  p_memsz: [40, 8],
-  p_align: [48, 8],
-} as const satisfies Record<string, FieldSpec>;
-export const ELF64_PHDR_SIZE = 56;
-
-/** Elf64_Nhdr (include/uapi/linux/elf.h), 12 bytes; the name and then the descriptor follow, each padded to 4. */
-export const ELF64_NHDR = {
-  n_namesz: [0, 4],
-  n_descsz: [4, 4],
-  n_type: [8, 4],
-} as const satisfies Record<string, FieldSpec>;
-export const ELF64_NHDR_SIZE = 12;
-
-checkLayout('Elf64_Ehdr', ELF64_EHDR_SIZE, ELF64_EHDR);
-checkLayout('Elf64_Phdr', ELF64_PHDR_SIZE, ELF64_PHDR);
-checkLayout('Elf64_Nhdr', ELF64_NHDR_SIZE, ELF64_NHDR);
-
-export const ELFMAG = [0x7f, 0x45, 0x4c, 0x46] as const; // "\x7fELF"
-export const EI_CLASS = 4;
-export const EI_DATA = 5;
-export const EI_VERSION = 6;
-export const ELFCLASS64 = 2;
-export const ELFDATA2LSB = 1;
-export const EV_CURRENT = 1;
-export const ET_EXEC = 2;
-export const EM_X86_64 = 62;
-export const PT_LOAD = 1;
-export const PT_NOTE = 4;
-export const PF_X = 1;
-export const PF_W = 2;
-export const PF_R = 4;
-/** The note whose descriptor is the 32-bit physical PVH entry point (xen/include/public/elfnote.h). */
-export const XEN_ELFNOTE_PHYS32_ENTRY = 18;
-export const XEN_NOTE_NAME = 'Xen';
+export * from '../boot/elf-abi.js';
 
 /** Program header order in the images built here. */
 export const LOAD_PHDR_INDEX = 0;
