@@ -89,6 +89,14 @@ export interface HvVm {
   createInterruptControllers(): void;
   irqLine(gsi: number, level: 0 | 1): void;
   createVcpu(index: number): HvVcpu;
+  /**
+   * Guest writes to [addr, addr+len) (equal to `datamatch`, when given) are counted inside the
+   * hypervisor with no vCPU exit; `onNotify(count)` runs on the event loop with how many came.
+   */
+  addIoEventFd(space: 'pio' | 'mmio', addr: number, len: number, datamatch: number | null,
+    onNotify: (count: bigint) => void): { remove(): void };
+  /** An interrupt line that any thread can raise without a syscall into the VMM's main thread. */
+  addIrqFd(gsi: number): { trigger(): void; remove(): void };
   close(): void;
 }
 

@@ -167,10 +167,18 @@ export const kvm_ioeventfd = layout('kvm_ioeventfd', 64, {
   datamatch: [0, 'u64'], addr: [8, 'u64'], len: [16, 'u32'], fd: [20, 'i32'], flags: [24, 'u32'], pad: [28, 'u8', 36],
 });
 
+/** kvm_ioeventfd.flags */
+export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
+export const KVM_IOEVENTFD_FLAG_PIO = 1 << 1;
+export const KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2;
+
 // struct kvm_irqfd
 export const kvm_irqfd = layout('kvm_irqfd', 32, {
   fd: [0, 'u32'], gsi: [4, 'u32'], flags: [8, 'u32'], resamplefd: [12, 'u32'], pad: [16, 'u8', 16],
 });
+
+/** kvm_irqfd.flags */
+export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
 
 // struct kvm_enable_cap
 export const kvm_enable_cap = layout('kvm_enable_cap', 104, {

@@ -134,6 +134,37 @@ export class KvmVm {
     this.call(io.KVM_SET_GSI_ROUTING, b, `installing ${routes.length} GSI routes`);
   }
 
+  /**
+   * Makes guest writes to [addr, addr+len) signal `fd` inside KVM, with no exit to userspace
+   * (optionally only when the written value equals `datamatch`). `deassign` removes it again.
+   */
+  ioeventfd(space: 'pio' | 'mmio', addr: number, len: number, fd: number, datamatch: number | null, deassign = false): void {
+    const f = abi.kvm_ioeventfd.at;
+    const b = Buffer.alloc(abi.kvm_ioeventfd.sizeBytes);
+    let flags = space === 'pio' ? abi.KVM_IOEVENTFD_FLAG_PIO : 0;
+    if (datamatch !== null) {
+      flags |= abi.KVM_IOEVENTFD_FLAG_DATAMATCH;
+      b.writeBigUInt64LE(BigInt(datamatch), f.datamatch);
+    }
+    if (deassign) flags |= abi.KVM_IOEVENTFD_FLAG_DEASSIGN;
+    b.writeBigUInt64LE(BigInt(addr), f.addr);
+    b.writeUInt32LE(len, f.len);
+    b.writeInt32LE(fd, f.fd);
+    b.writeUInt32LE(flags, f.flags);
+    this.call(io.KVM_IOEVENTFD, b, `${deassign ? 'removing' : 'adding'} an ioeventfd on ${space} 0x${addr.toString(16)}+${len}`,
+      'KVM refuses overlapping ioeventfds and lengths other than 0, 1, 2, 4 or 8');
+  }
+
+  /** Makes a signal on `fd` raise GSI `gsi` inside KVM (edge: KVM pulses the line). */
+  irqfd(fd: number, gsi: number, deassign = false): void {
+    const f = abi.kvm_irqfd.at;
+    const b = Buffer.alloc(abi.kvm_irqfd.sizeBytes);
+    b.writeUInt32LE(fd, f.fd);
+    b.writeUInt32LE(gsi, f.gsi);
+    b.writeUInt32LE(deassign ? abi.KVM_IRQFD_FLAG_DEASSIGN : 0, f.flags);
+    this.call(io.KVM_IRQFD, b, `${deassign ? 'removing' : 'adding'} an irqfd for GSI ${gsi}`);
+  }
+
   createPit2(flags: number): void {
     const b = Buffer.alloc(abi.kvm_pit_config.sizeBytes);
     b.writeUInt32LE(flags, abi.kvm_pit_config.at.flags);

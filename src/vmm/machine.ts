@@ -48,7 +48,8 @@ export class Machine implements ExitHandlers {
   readonly unclaimed = new Map<string, number>();
   /** Why this VM must not be snapshotted or migrated; snapshot and migration code refuse while non-empty. */
   readonly migrationBlockers: string[] = [];
-  private readonly vm: HvVm;
+  /** the hypervisor VM, for wiring devices (ioeventfd, irqfd) */
+  readonly vm: HvVm;
   private readonly ram: RamSlot[] = [];
   private readonly freeRam: Array<() => void> = [];
   private readonly console: ConsoleSink;

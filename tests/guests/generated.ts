@@ -1,7 +1,7 @@
 // Test guests generated with our own x86 emitter (no toolchain needed), for tests and benchmarks.
 import { DEBUG_EXIT_PORT, HIGH_MEMORY_GPA } from '../../src/boot/layout.js';
 import { buildPvhElf } from '../../src/guest/elf-image.js';
-import { AL, Assembler, EAX, ECX, EDX } from '../../src/guest/x86asm.js';
+import { AL, Assembler, dword, EAX, ECX, EDX } from '../../src/guest/x86asm.js';
 
 export const REGS_PROBE_PORT = 0xf0;
 
@@ -38,6 +38,34 @@ export function invtscGuest(): Uint8Array {
     .mov(EAX, EDX)
     .shr(EAX, 8)
     .and(EAX, 1)
+    .out(DEBUG_EXIT_PORT, EAX);
+  return buildPvhElf({ loadGpa: HIGH_MEMORY_GPA, segment: a.link(), entryGpa: a.addressOf('entry') });
+}
+
+export const DOORBELL_PORT = 0xf8;
+/** Guest-physical flags the host sets: GO lets the guest start ringing, DONE lets it exit. */
+export const DOORBELL_GO_GPA = 0x200000;
+export const DOORBELL_DONE_GPA = 0x200004;
+
+/**
+ * 32-bit CPL0 guest: waits for GO, rings the doorbell port `rings` times, waits for DONE, then
+ * exits with status 0. With an ioeventfd on the port, none of the rings should exit to the VMM.
+ */
+export function doorbellGuest(rings: number): Uint8Array {
+  const a = new Assembler({ bits: 32, originGpa: HIGH_MEMORY_GPA });
+  a.label('entry')
+    .label('wait_go')
+    .cmp(dword(DOORBELL_GO_GPA), 0)
+    .je('wait_go')
+    .mov(ECX, rings)
+    .label('ring')
+    .out(DOORBELL_PORT, AL)
+    .dec(ECX)
+    .jnz('ring')
+    .label('wait_done')
+    .cmp(dword(DOORBELL_DONE_GPA), 0)
+    .je('wait_done')
+    .mov(EAX, 0)
     .out(DEBUG_EXIT_PORT, EAX);
   return buildPvhElf({ loadGpa: HIGH_MEMORY_GPA, segment: a.link(), entryGpa: a.addressOf('entry') });
 }

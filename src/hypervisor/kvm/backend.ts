@@ -2,6 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import * as abi from '../../kvm/abi.js';
 import { KvmError } from '../../kvm/errors.js';
+import { EventFd } from '../../kvm/eventfd.js';
 import * as io from '../../kvm/ioctls.js';
 import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
@@ -67,6 +68,8 @@ export class KvmHypervisor implements Hypervisor {
 
 class KvmVmHandle implements HvVm {
   private readonly vcpus: KvmVcpuHandle[] = [];
+  /** eventfds to remove and close with the VM */
+  private readonly fds: Array<() => void> = [];
   constructor(readonly system: KvmSystem, readonly vm: KvmVm) {
     // Intel VMX needs these three pages for real-mode emulation; placed outside RAM, below 4 GiB.
     if (system.checkExtension('KVM_CAP_SET_TSS_ADDR')) vm.setTssAddr(0xfffb_d000);
@@ -109,7 +112,51 @@ class KvmVmHandle implements HvVm {
     return v;
   }
 
+  addIoEventFd(space: 'pio' | 'mmio', addr: number, len: number, datamatch: number | null, onNotify: (count: bigint) => void) {
+    this.system.require('KVM_CAP_IOEVENTFD', `adding an ioeventfd on ${space} 0x${addr.toString(16)}`);
+    const efd = EventFd.create(`${space} 0x${addr.toString(16)} notifications`);
+    try {
+      this.vm.ioeventfd(space, addr, len, efd.fd, datamatch);
+    } catch (e) {
+      efd.close();
+      throw e;
+    }
+    efd.watch(onNotify);
+    let removed = false;
+    const remove = () => {
+      if (removed) return;
+      removed = true;
+      this.vm.ioeventfd(space, addr, len, efd.fd, datamatch, true);
+      efd.close();
+    };
+    this.fds.push(remove);
+    return { remove };
+  }
+
+  addIrqFd(gsi: number) {
+    this.system.require('KVM_CAP_IRQFD', `adding an irqfd for GSI ${gsi}`);
+    const efd = EventFd.create(`GSI ${gsi} interrupts`);
+    try {
+      this.vm.irqfd(efd.fd, gsi);
+    } catch (e) {
+      efd.close();
+      throw e;
+    }
+    let removed = false;
+    const remove = () => {
+      if (removed) return;
+      removed = true;
+      this.vm.irqfd(efd.fd, gsi, true);
+      efd.close();
+    };
+    this.fds.push(remove);
+    return { trigger: () => efd.signal(), remove };
+  }
+
   close(): void {
+    for (const remove of this.fds.splice(0)) {
+      try { remove(); } catch { /* the VM is going away anyway */ }
+    }
     for (const v of this.vcpus) v.close();
     this.vm.close();
   }
