@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import test from 'node:test';
+import { buildPvhElf } from '../src/guest/elf-image.js';
 import { guestPath } from './guests/index.js';
 import { cliPath } from './repo.js';
 
@@ -83,7 +84,7 @@ test('bad input: memory not a size, and too small', () => {
 
 test('bad input: memory too small for the kernel', () => {
   const f = path.join(tmp, 'high-kernel.elf');
-  fs.writeFileSync(f, pvhElf32(0x4000000, Uint8Array.of(0xf4)));
+  fs.writeFileSync(f, buildPvhElf({ loadGpa: 0x4000000, segment: Uint8Array.of(0xf4), entryGpa: 0x4000000 }));
   assertUsageError(tsvmm(['run', '--kernel', f, '--memory', '16M']), /high-kernel.*outside guest RAM.*--memory/);
 });
 
@@ -107,26 +108,6 @@ test('no permission on /dev/kvm', (t) => {
   if (mode & 0o006) { t.skip('/dev/kvm is world-accessible here'); return; }
   assertUsageError(tsvmm(['run'], { asUser: 65534 }), /open\(\/dev\/kvm\).*EACCES.*group/);
 });
-
-/** A minimal ELF32 with one PT_LOAD at `gpa` and a PVH entry note pointing at it. */
-function pvhElf32(gpa: number, code: Uint8Array): Buffer {
-  const ehsz = 52, phsz = 32, nph = 2, noteOff = ehsz + phsz * nph;
-  const note = Buffer.alloc(20);
-  note.writeUInt32LE(4, 0); note.writeUInt32LE(4, 4); note.writeUInt32LE(18, 8); note.write('Xen\0', 12, 'latin1'); note.writeUInt32LE(gpa, 16);
-  const codeOff = noteOff + note.length;
-  const b = Buffer.alloc(codeOff + code.length);
-  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
-  b.writeUInt16LE(2, 16); b.writeUInt16LE(3, 18); b.writeUInt32LE(1, 20); b.writeUInt32LE(gpa, 24);
-  b.writeUInt32LE(ehsz, 28); b.writeUInt16LE(ehsz, 40); b.writeUInt16LE(phsz, 42); b.writeUInt16LE(nph, 44);
-  let p = ehsz;
-  b.writeUInt32LE(1, p); b.writeUInt32LE(codeOff, p + 4); b.writeUInt32LE(gpa, p + 8); b.writeUInt32LE(gpa, p + 12);
-  b.writeUInt32LE(code.length, p + 16); b.writeUInt32LE(code.length, p + 20); b.writeUInt32LE(5, p + 24);
-  p += phsz;
-  b.writeUInt32LE(4, p); b.writeUInt32LE(noteOff, p + 4); b.writeUInt32LE(note.length, p + 16);
-  note.copy(b, noteOff);
-  b.set(code, codeOff);
-  return b;
-}
 
 // Regression: `tsvmm run | head -1` crashed with an EPIPE stack trace and then hung, because the
 // uncaught exception left the vCPU threads inside KVM_RUN.

@@ -1,5 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { leReader } from './le-reader.js';
 import { BootError } from './boot-error.js';
 import { makeFakeBzImage } from './bzimage-fixture.js';
 import { parseBzImage } from './bzimage.js';
@@ -10,15 +11,6 @@ const MiB = 1 << 20;
 
 // Offsets below are typed in from Documentation/arch/x86/zero-page.rst and boot.rst, independently
 // of the BOOT_PARAMS table, so a typo in the table shows up here.
-function reader(bytes: Uint8Array) {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return {
-    u8: (offset: number) => dv.getUint8(offset),
-    u16: (offset: number) => dv.getUint16(offset, true),
-    u32: (offset: number) => dv.getUint32(offset, true),
-    u64: (offset: number) => Number(dv.getBigUint64(offset, true)),
-  };
-}
 
 function assertBootError(fn: () => unknown, kind: string, message: RegExp): void {
   assert.throws(fn, (error: unknown) => error instanceof BootError && error.kind === kind && message.test(error.message));
@@ -35,7 +27,7 @@ test('zero page: setup header copied, loader fields set, everything else zero', 
     initrd: { gpa: 0x1f000000, sizeBytes: 0x345678 },
     rsdpGpa: 0xe0000,
   });
-  const r = reader(zeroPage);
+  const r = leReader(zeroPage);
   assert.equal(zeroPage.length, 4096);
   assert.equal(r.u8(0x210), 0xff, 'type_of_loader');
   assert.equal(r.u8(0x211) & 0x81, 0x81, 'loadflags LOADED_HIGH | CAN_USE_HEAP');
@@ -82,7 +74,7 @@ test('addresses above 4 GiB go to the ext_* high halves', () => {
     initrd: { gpa: 0x1_2345_6000, sizeBytes: 0x1_0000_1000 },
     cmdlineGpa: 0x2_0000_1000,
   });
-  const r = reader(zeroPage);
+  const r = leReader(zeroPage);
   assert.equal(r.u32(0x218), 0x2345_6000);
   assert.equal(r.u32(0x0c0), 1);
   assert.equal(r.u32(0x21c), 0x1000);
@@ -94,7 +86,7 @@ test('addresses above 4 GiB go to the ext_* high halves', () => {
 test('acpi_rsdp_addr is written only for boot protocol 2.14+; no initrd leaves ramdisk fields 0', () => {
   const old = parseBzImage(makeFakeBzImage({ version: 0x020d }));
   const { zeroPage } = buildBootParams({ kernel: old, cmdline: 'x', e820: buildE820Map(64 * MiB), rsdpGpa: 0xe0000 });
-  const r = reader(zeroPage);
+  const r = leReader(zeroPage);
   assert.equal(r.u64(0x070), 0);
   assert.equal(r.u32(0x218), 0);
   assert.equal(r.u32(0x21c), 0);

@@ -6,6 +6,7 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { leReader } from './le-reader.js';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { buildAcpiTables } from './acpi.js';
@@ -24,19 +25,9 @@ const RAM_BYTES = 512 * MiB;
 const INITRD_BYTES = 8 * MiB + 123;
 const CMDLINE = 'console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 reboot=k tsvmm.test=1';
 
-function reader(bytes: Uint8Array) {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return {
-    u8: (offset: number) => dv.getUint8(offset),
-    u16: (offset: number) => dv.getUint16(offset, true),
-    u32: (offset: number) => dv.getUint32(offset, true),
-    u64: (offset: number) => Number(dv.getBigUint64(offset, true)),
-    ascii: (offset: number, length: number) => String.fromCharCode(...bytes.subarray(offset, offset + length)),
-  };
-}
 
 test('Debian bzImage: setup header as boot.rst describes it', { skip }, () => {
-  const file = reader(image);
+  const file = leReader(image);
   assert.equal(file.u16(0x1fe), 0xaa55, 'boot_flag');
   assert.equal(file.ascii(0x202, 4), 'HdrS', 'header');
   const bz = parseBzImage(image, name);
@@ -69,7 +60,7 @@ test('Debian bzImage: zero page, e820 and command line for a 512 MiB guest with 
   const e820 = buildE820Map(RAM_BYTES);
   const acpi = buildAcpiTables({ cpus: 2 });
   const { zeroPage, cmdline, cmdlineGpa } = buildBootParams({ kernel: bz, cmdline: CMDLINE, e820, initrd: { gpa: initrdGpa, sizeBytes: INITRD_BYTES }, rsdpGpa: acpi.rsdpGpa });
-  const z = reader(zeroPage);
+  const z = leReader(zeroPage);
 
   // boot.rst "64-bit BOOT PROTOCOL": the setup header is the kernel's, at 0x1f1.
   const loaderFields = new Map<number, number>([
@@ -140,7 +131,7 @@ test('Debian bzImage: extractVmlinux gives the ELF64 x86-64 vmlinux with a PVH e
   const elapsedMs = performance.now() - started;
   const payloadView = new DataView(bz.payload.buffer, bz.payload.byteOffset, bz.payload.byteLength);
   assert.equal(vmlinux.length, payloadView.getUint32(bz.payload.length - 4, true), 'size the build appended');
-  const r = reader(vmlinux);
+  const r = leReader(vmlinux);
   assert.equal(r.ascii(0, 4), '\x7fELF');
   assert.equal(r.u8(4), 2, 'ELFCLASS64');
   assert.equal(r.u8(5), 1, 'little-endian');

@@ -26,3 +26,16 @@ test('overlapping and empty ranges are refused', () => {
   bus.insert(0x2000, 0x1000, 'e', nop);
   assert.equal(bus.list().length, 2);
 });
+
+test('access hands the device its offset, and reports addresses nobody claims', () => {
+  const seen: Array<[string, number, number]> = [];
+  const dev: BusDevice = { read: (o, d) => { seen.push(['r', o, d.length]); d.fill(7); }, write: (o, d) => { seen.push(['w', o, d[0]!]); } };
+  const bus = new Bus('pio');
+  bus.insert(0x3f8, 8, 'com1', dev);
+  const d = new Uint8Array(1);
+  assert.equal(bus.access(0x3fd, false, d), true);
+  assert.equal(d[0], 7);
+  assert.equal(bus.access(0x3f8, true, Uint8Array.of(0x41)), true);
+  assert.equal(bus.access(0x400, true, Uint8Array.of(1)), false);
+  assert.deepEqual(seen, [['r', 5, 1], ['w', 0, 0x41]]);
+});

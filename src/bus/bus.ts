@@ -51,6 +51,18 @@ export class Bus {
     return undefined;
   }
 
+  /**
+   * Hands an access to the device covering `addr`, at its offset from the device's base.
+   * Returns false when no device claims the address (the caller decides what unclaimed means).
+   */
+  access(addr: number, isWrite: boolean, data: Uint8Array): boolean {
+    const e = this.find(addr);
+    if (!e) return false;
+    if (isWrite) e.device.write(addr - e.base, data);
+    else e.device.read(addr - e.base, data);
+    return true;
+  }
+
   list(): readonly BusEntry[] {
     return this.entries;
   }

@@ -144,19 +144,11 @@ export class Machine implements ExitHandlers {
 
   // ---- ExitHandlers (main thread) ----
   pio(_vcpu: number, port: number, isWrite: boolean, data: Uint8Array): void {
-    const e = this.pioBus.find(port);
-    if (e) {
-      if (isWrite) e.device.write(port - e.base, data);
-      else e.device.read(port - e.base, data);
-    } else this.noteUnclaimed('port', port, isWrite, data);
+    if (!this.pioBus.access(port, isWrite, data)) this.noteUnclaimed('port', port, isWrite, data);
   }
 
   mmio(_vcpu: number, gpa: number, isWrite: boolean, data: Uint8Array): void {
-    const e = this.mmioBus.find(gpa);
-    if (e) {
-      if (isWrite) e.device.write(gpa - e.base, data);
-      else e.device.read(gpa - e.base, data);
-    } else this.noteUnclaimed('mmio', gpa, isWrite, data);
+    if (!this.mmioBus.access(gpa, isWrite, data)) this.noteUnclaimed('mmio', gpa, isWrite, data);
   }
 
   private noteUnclaimed(space: 'port' | 'mmio', addr: number, isWrite: boolean, data: Uint8Array): void {
