@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BootError } from './boot/boot-error.js';
+import { checkGuest } from './boot/loader.js';
 import { KvmHypervisor } from './hypervisor/kvm/backend.js';
 import { KvmError } from './hypervisor/kvm/backend.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
@@ -50,6 +51,9 @@ async function run(argv: string[]): Promise<number> {
   if (invtsc !== 'on' && invtsc !== 'off' && invtsc !== 'auto') {
     throw new CliError(`--cpu-invtsc ${JSON.stringify(invtsc)}: give on, off or auto`);
   }
+  // Every input is checked before /dev/kvm is opened, so a mistake is reported the same way on
+  // a machine without KVM, and no RAM is mapped for a guest that cannot boot.
+  checkGuest({ kernel, kernelName, initrd, cmdline, cpus, memoryBytes });
   const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
   const maxVcpus = hv.maxVcpus();
   if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);

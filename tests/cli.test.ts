@@ -8,6 +8,7 @@ import test from 'node:test';
 import { buildPvhElf } from '../src/guest/elf-image.js';
 import { guestPath } from './guests/index.js';
 import { cliPath } from './repo.js';
+import { kvmSkip } from './kvm-available.js';
 
 function tsvmm(args: string[], opts: { env?: Record<string, string>; asUser?: number } = {}) {
   const argv = opts.asUser === undefined ? [process.execPath, cliPath, ...args]
@@ -28,13 +29,13 @@ function assertUsageError(r: ReturnType<typeof tsvmm>, mentions: RegExp): void {
   assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 }
 
-test('debug-exit status becomes the process exit code', () => {
+test('debug-exit status becomes the process exit code', { skip: kvmSkip }, () => {
   const r = tsvmm(['run', '--kernel', guestPath('exit-status'), '--append', 'status=9']);
   assert.equal(r.stdout, 'status=9\n');
   assert.equal(r.status, 9);
 });
 
-test('the default guest boots with no --kernel and reports the platform', () => {
+test('the default guest boots with no --kernel and reports the platform', { skip: kvmSkip }, () => {
   const r = tsvmm(['run', '--cpus', '2', '--memory', '256M']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /tsvmm default guest/);
@@ -44,7 +45,7 @@ test('the default guest boots with no --kernel and reports the platform', () => 
   assert.match(r.stdout, /time from start: \d+ ms\n/);
 });
 
-test('--console FILE writes the guest output to the file', () => {
+test('--console FILE writes the guest output to the file', { skip: kvmSkip }, () => {
   const out = path.join(tmp, 'console.txt');
   const r = tsvmm(['run', '--kernel', guestPath('hello'), '--console', out]);
   assert.equal(r.status, 0);
@@ -102,7 +103,7 @@ test('no /dev/kvm', () => {
   assertUsageError(tsvmm(['run'], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } }), /open\(.*no-kvm\).*ENOENT.*KVM is not available/);
 });
 
-test('no permission on /dev/kvm', (t) => {
+test('no permission on /dev/kvm', { skip: kvmSkip }, (t) => {
   if (process.getuid?.() !== 0) { t.skip('needs root to drop to an unprivileged user'); return; }
   const mode = fs.statSync('/dev/kvm').mode & 0o777;
   if (mode & 0o006) { t.skip('/dev/kvm is world-accessible here'); return; }
@@ -111,7 +112,7 @@ test('no permission on /dev/kvm', (t) => {
 
 // Regression: `tsvmm run | head -1` crashed with an EPIPE stack trace and then hung, because the
 // uncaught exception left the vCPU threads inside KVM_RUN.
-test('console reader going away (EPIPE) neither crashes nor hangs tsvmm', async () => {
+test('console reader going away (EPIPE) neither crashes nor hangs tsvmm', { skip: kvmSkip }, async () => {
   const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, [cliPath, 'run', '--kernel', guestPath('serial-flood')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';

@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { DOORBELL_DONE_GPA, DOORBELL_GO_GPA, DOORBELL_PORT, doorbellGuest } from './guests/generated.js';
 import { runImage, waitFor } from './run-guest.js';
+import { kvmSkip } from './kvm-available.js';
 
 const RINGS = 100;
 
-test('ioeventfd: every doorbell write is counted on the event loop and none exits to userspace', async () => {
+test('ioeventfd: every doorbell write is counted on the event loop and none exits to userspace', { skip: kvmSkip }, async () => {
   let rung = 0n;
   let callbacks = 0;
   const r = await runImage(doorbellGuest(RINGS), 'doorbell', {
@@ -25,7 +26,7 @@ test('ioeventfd: every doorbell write is counted on the event loop and none exit
   assert.equal(r.unclaimed.size, 0);
 });
 
-test('ioeventfd with datamatch: only the matching value is taken in the kernel; others exit', async () => {
+test('ioeventfd with datamatch: only the matching value is taken in the kernel; others exit', { skip: kvmSkip }, async () => {
   let rung = 0n;
   const r = await runImage(doorbellGuest(RINGS), 'doorbell', {
     timeoutMs: 60000,

@@ -5,10 +5,11 @@ import test from 'node:test';
 import { invtscGuest, REGS_PROBE_PORT, regsProbeGuest } from './guests/generated.js';
 import { guestPath } from './guests/index.js';
 import { runGuestFile, runImage, waitFor } from './run-guest.js';
+import { kvmSkip } from './kvm-available.js';
 
 const PROBES = 200;
 
-test('an exit whose handler reads and writes RAX and RIP costs exactly one syscall (KVM_RUN)', async () => {
+test('an exit whose handler reads and writes RAX and RIP costs exactly one syscall (KVM_RUN)', { skip: kvmSkip }, async () => {
   const r = await runImage(regsProbeGuest(PROBES), 'regs-probe', { regsProbePort: REGS_PROBE_PORT });
   assert.equal(r.status, 0, 'the guest saw every RAX update');
   const io = r.stats[0]!.byReason['IO']!;
@@ -20,7 +21,7 @@ test('an exit whose handler reads and writes RAX and RIP costs exactly one sysca
   assert.equal(raw.stats[0]!.byReason['IO']!.syscalls, 1 + PROBES * 3);
 });
 
-test('kicks are never lost: a barrage against a spinning vCPU, each seen within a bound', async (t) => {
+test('kicks are never lost: a barrage against a spinning vCPU, each seen within a bound', { skip: kvmSkip }, async (t) => {
   const KICKS = 20000;
   const BOUND_MS = 1000;
   const latenciesUs: number[] = [];
@@ -61,7 +62,7 @@ test('kicks are never lost: a barrage against a spinning vCPU, each seen within 
   t.diagnostic(`kick-to-seen latency µs: median ${pct(0.5)} p99 ${pct(0.99)} max ${pct(1)} (${latenciesUs.length} of ${KICKS} waited)`);
 });
 
-test('a vCPU halted in the kernel (AP waiting for SIPI) is kicked out and back without loss', async () => {
+test('a vCPU halted in the kernel (AP waiting for SIPI) is kicked out and back without loss', { skip: kvmSkip }, async () => {
   await runGuestFile(guestPath('spin'), {
     cpus: 2,
     timeoutMs: 60000,
@@ -81,7 +82,7 @@ test('a vCPU halted in the kernel (AP waiting for SIPI) is kicked out and back w
   });
 });
 
-test('--cpu-invtsc: the guest sees INVTSC exactly when offered, and offering it blocks migration', async () => {
+test('--cpu-invtsc: the guest sees INVTSC exactly when offered, and offering it blocks migration', { skip: kvmSkip }, async () => {
   const on = await runImage(invtscGuest(), 'invtsc', { invtsc: 'on' });
   assert.equal(on.status, 1, 'CPUID.80000007H:EDX[8] set');
   assert.equal(on.migrationBlockers.length, 1);
@@ -91,7 +92,7 @@ test('--cpu-invtsc: the guest sees INVTSC exactly when offered, and offering it 
   assert.deepEqual(off.migrationBlockers, []);
 });
 
-test('runUntil: a vCPU whose guest never exits leaves KVM_RUN at each deadline', async (t) => {
+test('runUntil: a vCPU whose guest never exits leaves KVM_RUN at each deadline', { skip: kvmSkip }, async (t) => {
   const lateUs: number[] = [];
   await runGuestFile(guestPath('spin'), {
     timeoutMs: 60000,

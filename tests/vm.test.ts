@@ -3,15 +3,16 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { guestPath } from './guests/index.js';
 import { runGuestFile, waitFor } from './run-guest.js';
+import { kvmSkip } from './kvm-available.js';
 
-test('hello: serial output and debug-exit status 0', async () => {
+test('hello: serial output and debug-exit status 0', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('hello'));
   assert.equal(r.serial, 'hello from tsvmm test guest\n');
   assert.equal(r.status, 0);
   assert.equal(r.reason, 'debug-exit port');
 });
 
-test('serial-flood: every byte arrives, complete and in order', async () => {
+test('serial-flood: every byte arrives, complete and in order', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('serial-flood'), { timeoutMs: 120000 });
   const lines = r.serial.split('\n');
   assert.equal(lines.pop(), '', 'output ends with a newline');
@@ -21,7 +22,7 @@ test('serial-flood: every byte arrives, complete and in order', async () => {
   assert.equal(r.status, 0);
 });
 
-test('exit-status: the command line reaches the guest and its debug-exit value is the status', async () => {
+test('exit-status: the command line reaches the guest and its debug-exit value is the status', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('exit-status'), { cmdline: 'quiet status=42 x=1' });
   assert.equal(r.serial, 'status=42\n');
   assert.equal(r.status, 42);
@@ -29,7 +30,7 @@ test('exit-status: the command line reaches the guest and its debug-exit value i
   assert.equal(d.status, 7);
 });
 
-test('pio-mmio: CPL3 port exits, unclaimed port and MMIO read all-ones and are counted', async () => {
+test('pio-mmio: CPL3 port exits, unclaimed port and MMIO read all-ones and are counted', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('pio-mmio'));
   assert.equal(r.status, 0, r.serial);
   assert.match(r.serial, /post writes: 100000\n/);
@@ -39,7 +40,7 @@ test('pio-mmio: CPL3 port exits, unclaimed port and MMIO read all-ones and are c
   assert.equal(r.unclaimed.get('mmio 0xd8000000'), 1);
 });
 
-test('timer: PIT and LAPIC timer interrupts wake a halted vCPU', async () => {
+test('timer: PIT and LAPIC timer interrupts wake a halted vCPU', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('timer'), { timeoutMs: 60000 });
   assert.equal(r.status, 0, r.serial);
   const pit = Number(/pit ticks: (\d+)/.exec(r.serial)?.[1]);
@@ -49,7 +50,7 @@ test('timer: PIT and LAPIC timer interrupts wake a halted vCPU', async () => {
 });
 
 for (const cpus of [1, 2, 4]) {
-  test(`smp: ${cpus} vCPU(s) described by the MADT all start via INIT/SIPI`, async () => {
+  test(`smp: ${cpus} vCPU(s) described by the MADT all start via INIT/SIPI`, { skip: kvmSkip }, async () => {
     const r = await runGuestFile(guestPath('smp'), { cpus, timeoutMs: 60000 });
     assert.equal(r.status, 0, r.serial);
     assert.match(r.serial, new RegExp(`cpus: ${cpus}\\n`));
@@ -58,7 +59,7 @@ for (const cpus of [1, 2, 4]) {
   });
 }
 
-test('spin: a vCPU spinning in the guest is kicked out, paused, and resumes where it was', async () => {
+test('spin: a vCPU spinning in the guest is kicked out, paused, and resumes where it was', { skip: kvmSkip }, async () => {
   const COUNTER_GPA = 0x200000;
   let checked = false;
   const r = await runGuestFile(guestPath('spin'), {
@@ -88,14 +89,14 @@ test('spin: a vCPU spinning in the guest is kicked out, paused, and resumes wher
   assert.equal(r.reason, 'stopped by the VMM');
 });
 
-test('reset: the i8042 CPU reset command ends the VM', async () => {
+test('reset: the i8042 CPU reset command ends the VM', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('reset'));
   assert.equal(r.serial, 'resetting\n');
   assert.equal(r.reason, 'i8042 reset');
   assert.equal(r.status, 0);
 });
 
-test('bad-insn: an instruction KVM cannot run stops the VM with a diagnostic and non-zero status', async () => {
+test('bad-insn: an instruction KVM cannot run stops the VM with a diagnostic and non-zero status', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('bad-insn'), { timeoutMs: 30000 });
   assert.match(r.serial, /executing int3 at cpl0/);
   assert.notEqual(r.status, 0);

@@ -2,7 +2,7 @@
 // identity page tables for 64-bit entry, and the registers. Specs: Linux
 // Documentation/arch/x86/boot.rst ("64-bit Boot Protocol"), Xen docs/misc/pvh.pandoc.
 import type { Regs, Segment, Sregs } from '../hypervisor/types.js';
-import type { GuestMemory } from '../memory/guest-memory.js';
+import type { BootMemory } from '../memory/guest-memory.js';
 import { BOOT_GDT_GPA, BOOT_IDT_GPA, PD_GPA, PDPT_GPA, PML4_GPA } from './layout.js';
 
 // GDT layout: Linux's 64-bit protocol wants __BOOT_CS = 0x10 and __BOOT_DS = 0x18.
@@ -37,13 +37,13 @@ function segment(selector: number): Segment {
   return segmentFromDescriptor(selector, GDT_ENTRIES[selector >> 3]!);
 }
 
-export function writeBootGdt(mem: GuestMemory): void {
+export function writeBootGdt(mem: BootMemory): void {
   GDT_ENTRIES.forEach((d, i) => mem.writeU64(BOOT_GDT_GPA + i * 8, d));
   mem.fill(BOOT_IDT_GPA, 8, 0);
 }
 
 /** Identity-maps the first 4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[0..3] -> four PDs. */
-export function writeIdentityPageTables(mem: GuestMemory): void {
+export function writeIdentityPageTables(mem: BootMemory): void {
   const PRESENT_RW = 0x3n;
   const PAGE_SIZE_2M = 0x80n;
   mem.fill(PML4_GPA, 0x1000, 0);

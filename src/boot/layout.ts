@@ -28,6 +28,14 @@ export const HIGH_MEMORY_GPA = 0x100000;
 /** Low RAM ends at the 32-bit PCI/MMIO hole; RAM beyond it continues at 4 GiB. */
 export const MMIO_HOLE_START_GPA = 0xc000_0000;
 export const HIGH_RAM_START_GPA = 0x1_0000_0000;
+
+/** Where `memoryBytes` of RAM go: below the MMIO hole, and the rest from 4 GiB. */
+export function ramRegions(memoryBytes: number): Array<{ gpa: number; sizeBytes: number }> {
+  const low = Math.min(memoryBytes, MMIO_HOLE_START_GPA);
+  const regions = [{ gpa: 0, sizeBytes: low }];
+  if (memoryBytes > low) regions.push({ gpa: HIGH_RAM_START_GPA, sizeBytes: memoryBytes - low });
+  return regions;
+}
 /** virtio-mmio windows, 4 KiB apart, on IRQs from VIRTIO_MMIO_FIRST_IRQ. */
 export const VIRTIO_MMIO_BASE_GPA = 0xd000_0000;
 export const VIRTIO_MMIO_STRIDE_BYTES = 0x1000;

@@ -2,7 +2,7 @@
 // to start it in: PVH ELF images (test guests, vmlinux with a PVH note) and bzImages (Linux
 // 64-bit boot protocol). Specs: Documentation/arch/x86/boot.rst; Xen docs/misc/pvh.pandoc.
 import type { Regs, Sregs } from '../hypervisor/types.js';
-import type { GuestMemory } from '../memory/guest-memory.js';
+import { RamLayout, type BootMemory } from '../memory/guest-memory.js';
 import { buildAcpiTables } from './acpi.js';
 import { BootError } from './boot-error.js';
 import { buildBootParams, chooseInitrdGpa, checkKernelFits, encodeCmdline } from './bootparams.js';
@@ -40,7 +40,15 @@ export function isBzImage(bytes: Uint8Array): boolean {
     && Buffer.from(bytes.subarray(BZIMAGE_SIGNATURE_OFFSET, BZIMAGE_SIGNATURE_OFFSET + 4)).toString('latin1') === 'HdrS';
 }
 
-export function loadGuest(mem: GuestMemory, image: GuestImage): LoadedGuest {
+/**
+ * Everything loadGuest would refuse (not a kernel, no PVH note, kernel, initrd or command line
+ * that do not fit), found without guest RAM: the CLI calls it before it opens /dev/kvm.
+ */
+export function checkGuest(image: GuestImage): void {
+  loadGuest(new RamLayout(layout.ramRegions(image.memoryBytes)), image);
+}
+
+export function loadGuest(mem: BootMemory, image: GuestImage): LoadedGuest {
   const e820 = buildE820Map(image.memoryBytes);
   const acpi = buildAcpiTables({ cpus: image.cpus });
   writeBootGdt(mem);
@@ -50,7 +58,7 @@ export function loadGuest(mem: GuestMemory, image: GuestImage): LoadedGuest {
   throw new BootError('not-a-kernel', `${image.kernelName}: not a bzImage or an ELF image (no "HdrS" at 0x202, no ELF magic); give a bzImage, a vmlinux or a PVH ELF`);
 }
 
-function loadPvhElf(mem: GuestMemory, image: GuestImage, e820: readonly E820Entry[], rsdpGpa: number): LoadedGuest {
+function loadPvhElf(mem: BootMemory, image: GuestImage, e820: readonly E820Entry[], rsdpGpa: number): LoadedGuest {
   const elf = parseElf(image.kernel, image.kernelName);
   if (elf.pvhEntryGpa === null) {
     throw new BootError('no-entry', `${image.kernelName}: ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build the kernel with CONFIG_PVH or give its bzImage`);
@@ -77,7 +85,7 @@ function loadPvhElf(mem: GuestMemory, image: GuestImage, e820: readonly E820Entr
 }
 
 /** Initrd for a PVH kernel: page-aligned, as high as possible in low RAM, above the kernel. */
-function placeInitrdHigh(mem: GuestMemory, image: GuestImage, kernelEndGpa: number): { gpa: number; sizeBytes: number } {
+function placeInitrdHigh(mem: BootMemory, image: GuestImage, kernelEndGpa: number): { gpa: number; sizeBytes: number } {
   const initrd = image.initrd!;
   const lowEnd = Math.min(image.memoryBytes, layout.MMIO_HOLE_START_GPA);
   const gpa = Math.floor((lowEnd - initrd.length) / PAGE_BYTES) * PAGE_BYTES;
@@ -89,7 +97,7 @@ function placeInitrdHigh(mem: GuestMemory, image: GuestImage, kernelEndGpa: numb
   return { gpa, sizeBytes: initrd.length };
 }
 
-function loadBzImage(mem: GuestMemory, image: GuestImage, e820: readonly E820Entry[], rsdpGpa: number): LoadedGuest {
+function loadBzImage(mem: BootMemory, image: GuestImage, e820: readonly E820Entry[], rsdpGpa: number): LoadedGuest {
   const bz = parseBzImage(image.kernel, image.kernelName);
   if (bz.entry64Offset === null) {
     throw new BootError('unsupported-kernel', `${image.kernelName}: a 32-bit-only kernel (no XLF_KERNEL_64); tsvmm boots 64-bit kernels`);

@@ -54,16 +54,12 @@ export class GuestMemory {
   }
 
   private find(gpa: number, len: number): Region {
-    for (const r of this.regions) {
-      if (gpa >= r.gpa && gpa + len <= r.gpa + r.sizeBytes && len >= 0) return r;
-    }
-    throw new GuestMemoryError('out-of-range',
-      `guest-physical range 0x${gpa.toString(16)}+${len} is not inside guest RAM`);
+    return findRegion(this.regions, gpa, len);
   }
 
   /** True when [gpa, gpa+len) lies inside one RAM region. */
   contains(gpa: number, len: number): boolean {
-    return this.regions.some((r) => gpa >= r.gpa && gpa + len <= r.gpa + r.sizeBytes);
+    return containsRange(this.regions, gpa, len);
   }
 
   /** A zero-copy window onto guest RAM; throws if the range leaves RAM. */
@@ -93,4 +89,32 @@ export class GuestMemory {
   writeU16(gpa: number, v: number): void { const r = this.find(gpa, 2); r.view.setUint16(gpa - r.gpa, v, true); }
   writeU32(gpa: number, v: number): void { const r = this.find(gpa, 4); r.view.setUint32(gpa - r.gpa, v >>> 0, true); }
   writeU64(gpa: number, v: bigint): void { const r = this.find(gpa, 8); r.view.setBigUint64(gpa - r.gpa, v, true); }
+}
+
+/** What boot code writes guest RAM through: the part of GuestMemory that RamLayout also serves. */
+export type BootMemory = Pick<GuestMemory, 'contains' | 'write' | 'fill' | 'writeU64'>;
+
+/**
+ * Guest RAM's layout without its contents: the same bounds checks as GuestMemory, every write
+ * dropped. The CLI loads the guest into one first, so a kernel or initrd that does not fit is
+ * reported before any RAM is mapped or /dev/kvm is opened.
+ */
+export class RamLayout implements BootMemory {
+  constructor(private readonly regions: ReadonlyArray<{ readonly gpa: number; readonly sizeBytes: number }>) {}
+  contains(gpa: number, len: number): boolean { return containsRange(this.regions, gpa, len); }
+  write(gpa: number, data: Uint8Array): void { findRegion(this.regions, gpa, data.length); }
+  fill(gpa: number, len: number, _value: number): void { findRegion(this.regions, gpa, len); }
+  writeU64(gpa: number, _v: bigint): void { findRegion(this.regions, gpa, 8); }
+}
+
+function containsRange(regions: ReadonlyArray<{ gpa: number; sizeBytes: number }>, gpa: number, len: number): boolean {
+  return regions.some((r) => gpa >= r.gpa && gpa + len <= r.gpa + r.sizeBytes);
+}
+
+function findRegion<R extends { gpa: number; sizeBytes: number }>(regions: readonly R[], gpa: number, len: number): R {
+  for (const r of regions) {
+    if (gpa >= r.gpa && gpa + len <= r.gpa + r.sizeBytes && len >= 0) return r;
+  }
+  throw new GuestMemoryError('out-of-range',
+    `guest-physical range 0x${gpa.toString(16)}+${len} is not inside guest RAM`);
 }

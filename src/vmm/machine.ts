@@ -65,10 +65,7 @@ export class Machine implements ExitHandlers {
     try {
       this.vm.createInterruptControllers();
       // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB.
-      const low = Math.min(config.memoryBytes, layout.MMIO_HOLE_START_GPA);
-      const slots = [{ gpa: 0, sizeBytes: low }];
-      if (config.memoryBytes > low) slots.push({ gpa: layout.HIGH_RAM_START_GPA, sizeBytes: config.memoryBytes - low });
-      slots.forEach((s, i) => {
+      layout.ramRegions(config.memoryBytes).forEach((s, i) => {
         const a = hv.allocateRam(s.sizeBytes);
         this.freeRam.push(a.free);
         const slot = { gpa: s.gpa, sizeBytes: s.sizeBytes, hva: a.hva };

@@ -10,6 +10,7 @@ import { buildAcpiTables } from '../../src/boot/acpi.js';
 import { debianKernelPath } from '../../src/boot/debian-kernel.js';
 import { buildE820Map, E820_TYPE_RAM, E820_TYPE_RESERVED } from '../../src/boot/e820.js';
 import { cliPath } from '../repo.js';
+import { kvmSkip } from '../kvm-available.js';
 
 const MEMORY = 512 << 20;
 const CPUS = 2;
@@ -18,7 +19,7 @@ const CMDLINE = `earlyprintk=serial console=ttyS0 panic=-1 ${MARKER}`;
 const E820_NAMES: Record<number, string> = { [E820_TYPE_RAM]: 'usable', [E820_TYPE_RESERVED]: 'reserved' };
 const hex16 = (n: number) => '0x' + n.toString(16).padStart(16, '0');
 
-test('the Debian cloud kernel boots far enough to report our command line, e820 map and ACPI tables', { timeout: 20 * 60_000 }, async (t) => {
+test('the Debian cloud kernel boots far enough to report our command line, e820 map and ACPI tables', { timeout: 20 * 60_000, skip: kvmSkip }, async (t) => {
   const kernel = debianKernelPath();
   if (!kernel) { t.skip('no Debian kernel in .cache/kernels; run `npm run fetch-kernel`'); return; }
 
