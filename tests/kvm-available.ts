@@ -8,6 +8,8 @@ export const KVM_DEVICE_PATH = '/dev/kvm';
 
 function probe(): string | false {
   try {
+    // A character device, not just a path: a stray regular file there is no KVM either.
+    if (!fs.statSync(KVM_DEVICE_PATH).isCharacterDevice()) throw Object.assign(new Error('not a character device'), { code: 'not a character device' });
     fs.closeSync(fs.openSync(KVM_DEVICE_PATH, fs.constants.O_RDWR));
     return false;
   } catch (e) {

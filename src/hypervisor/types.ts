@@ -55,6 +55,17 @@ export interface VcpuStats {
 
 export interface RamSlot { gpa: number; sizeBytes: number; hva: bigint }
 
+/** One memslot: guest-physical [gpa, gpa+sizeBytes) backed by host memory at `hva`. */
+export interface HvMemslot {
+  gpa: number;
+  sizeBytes: number;
+  hva: bigint;
+  /** guest writes exit as MMIO instead of landing in memory */
+  readonly: boolean;
+  /** the hypervisor records which pages the guest writes */
+  logDirty: boolean;
+}
+
 export type VcpuRunState = 'created' | 'running' | 'paused' | 'stopped';
 
 export interface HvVcpu {
@@ -84,7 +95,22 @@ export interface HvVcpu {
 }
 
 export interface HvVm {
-  addRam(slot: number, ram: RamSlot): void;
+  /** How many memslots this VM can have at once. */
+  maxMemslots(): number;
+  /** Whether memslots can be read-only (guest writes exit as MMIO). */
+  supportsReadonlyMemory(): boolean;
+  /** Creates memslot `slot`, or changes only its flags when it exists with the same range and backing. */
+  setMemslot(slot: number, m: HvMemslot): void;
+  deleteMemslot(slot: number, gpa: number): void;
+  /** The slot's dirty page bitmap since the last call (one bit per 4 KiB page, LSB first), cleared by the read. */
+  getDirtyLog(slot: number, pages: number): BigUint64Array;
+  /**
+   * Brackets a series of memslot changes made while vCPUs run. A vCPU whose instruction fetch
+   * failed because it hit the gap between a delete and a create enters again once the change is
+   * over, instead of reporting an emulation failure.
+   */
+  beginMapChange(): void;
+  endMapChange(): void;
   /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
   createInterruptControllers(): void;
   irqLine(gsi: number, level: 0 | 1): void;

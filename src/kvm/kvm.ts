@@ -105,6 +105,32 @@ export class KvmVm {
       `mapping memslot ${slot} gpa 0x${gpa.toString(16)} size 0x${sizeBytes.toString(16)} at hva 0x${hva.toString(16)}`);
   }
 
+  /** Deletes memslot `slot` (KVM_SET_USER_MEMORY_REGION with memory_size 0). */
+  deleteUserMemoryRegion(slot: number, gpa: number): void {
+    const b = Buffer.alloc(abi.kvm_userspace_memory_region.sizeBytes);
+    const f = abi.kvm_userspace_memory_region.at;
+    b.writeUInt32LE(slot, f.slot);
+    b.writeBigUInt64LE(BigInt(gpa), f.guest_phys_addr);
+    this.call(io.KVM_SET_USER_MEMORY_REGION, b, `deleting memslot ${slot} (gpa 0x${gpa.toString(16)})`);
+  }
+
+  /**
+   * KVM_GET_DIRTY_LOG: memslot `slot`'s dirty bitmap (one bit per 4 KiB page, `pages` of them, in
+   * u64 words as KVM writes it), cleared in KVM by the read. The slot must log dirty pages.
+   */
+  getDirtyLog(slot: number, pages: number): BigUint64Array {
+    const words = Math.ceil(pages / 64);
+    // Off the V8 heap and unpooled (allocUnsafeSlow, at least 128 bytes), so the address KVM writes
+    // through cannot move under a garbage collection between taking it and the ioctl.
+    const store = Buffer.allocUnsafeSlow(Math.max(words * 8, 128)).fill(0);
+    const b = Buffer.alloc(abi.kvm_dirty_log.sizeBytes);
+    b.writeUInt32LE(slot, abi.kvm_dirty_log.at.slot);
+    b.writeBigUInt64LE(libc.addressOf(store), abi.kvm_dirty_log.at.dirty_bitmap);
+    this.call(io.KVM_GET_DIRTY_LOG, b, `reading the dirty log of memslot ${slot} (${pages} pages)`,
+      'the slot must exist and have dirty logging on');
+    return new BigUint64Array(store.buffer, store.byteOffset, words);
+  }
+
   setTssAddr(gpa: number): void {
     this.call(io.KVM_SET_TSS_ADDR, gpa, `placing the real-mode TSS at gpa 0x${gpa.toString(16)}`);
   }

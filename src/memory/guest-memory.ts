@@ -27,17 +27,30 @@ export class GuestMemory {
   private regions: Region[];
 
   /** `makeView` turns an hva into an ArrayBuffer (the KVM layer supplies it; tests may pass plain buffers). */
-  constructor(specs: readonly RamRegionSpec[], makeView: ViewFactory) {
-    this.regions = specs.map((s) => {
-      const buf = makeView(s.hva, s.sizeBytes);
-      return { ...s, bytes: new Uint8Array(buf), view: new DataView(buf) };
+  constructor(specs: readonly RamRegionSpec[], private readonly makeView: ViewFactory) {
+    this.regions = this.build(specs);
+  }
+
+  /**
+   * Replaces the regions (the memory map changed); holders of this object see the new map at once.
+   * Windows taken with slice() before stay on the old backing, which is still valid host memory.
+   */
+  remap(specs: readonly RamRegionSpec[]): void {
+    this.regions = this.build(specs);
+  }
+
+  private build(specs: readonly RamRegionSpec[]): Region[] {
+    const regions = specs.map((s) => {
+      const buf = this.makeView(s.hva, s.sizeBytes);
+      return { gpa: s.gpa, sizeBytes: s.sizeBytes, hva: s.hva, bytes: new Uint8Array(buf), view: new DataView(buf) };
     }).sort((a, b) => a.gpa - b.gpa);
-    for (let i = 1; i < this.regions.length; i++) {
-      const prev = this.regions[i - 1]!;
-      if (prev.gpa + prev.sizeBytes > this.regions[i]!.gpa) {
-        throw new GuestMemoryError('layout', `RAM regions overlap at gpa 0x${this.regions[i]!.gpa.toString(16)}`);
+    for (let i = 1; i < regions.length; i++) {
+      const prev = regions[i - 1]!;
+      if (prev.gpa + prev.sizeBytes > regions[i]!.gpa) {
+        throw new GuestMemoryError('layout', `RAM regions overlap at gpa 0x${regions[i]!.gpa.toString(16)}`);
       }
     }
+    return regions;
   }
 
   /** Forgets the backing memory (it is about to be unmapped): later accesses throw instead of faulting. */

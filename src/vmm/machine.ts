@@ -7,9 +7,13 @@ import { cpuidForVcpu, hostHasInvariantTsc, setInvariantTsc } from '../boot/cpui
 import * as layout from '../boot/layout.js';
 import { I8042 } from '../devices/i8042.js';
 import { Serial8250 } from '../devices/serial8250.js';
-import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, VcpuLocalDevice } from '../hypervisor/types.js';
+import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, VcpuLocalDevice } from '../hypervisor/types.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { ConsoleSink } from './console.js';
+import { MemoryMap } from './memory-map.js';
+
+/** Boot RAM regions are named ram0 (below the MMIO hole) and ram1 (from 4 GiB). */
+export const RAM_REGION_PREFIX = 'ram';
 
 export interface MachineConfig {
   kernel: Uint8Array;
@@ -50,8 +54,8 @@ export class Machine implements ExitHandlers {
   readonly migrationBlockers: string[] = [];
   /** the hypervisor VM, for wiring devices (ioeventfd, irqfd) */
   readonly vm: HvVm;
-  private readonly ram: RamSlot[] = [];
-  private readonly freeRam: Array<() => void> = [];
+  /** the guest memory map: regions, memslots, dirty tracking (see memory-map.ts) */
+  readonly memoryMap: MemoryMap;
   private readonly console: ConsoleSink;
   private result: MachineResult | null = null;
   private finished!: (r: MachineResult) => void;
@@ -64,15 +68,17 @@ export class Machine implements ExitHandlers {
     this.vm = hv.createVm();
     try {
       this.vm.createInterruptControllers();
-      // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB.
+      // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB; one host allocation and one
+      // region each, committed before any vCPU exists.
+      this.memoryMap = new MemoryMap({ vm: this.vm, makeView: (hva, size) => hv.viewOf(hva, size), vcpus: () => this.vcpus });
+      const tx = this.memoryMap.begin();
       layout.ramRegions(config.memoryBytes).forEach((s, i) => {
-        const a = hv.allocateRam(s.sizeBytes);
-        this.freeRam.push(a.free);
-        const slot = { gpa: s.gpa, sizeBytes: s.sizeBytes, hva: a.hva };
-        this.vm.addRam(i, slot);
-        this.ram.push(slot);
+        const id = `${RAM_REGION_PREFIX}${i}`;
+        this.memoryMap.defineHost(id, { ...hv.allocateRam(s.sizeBytes), sizeBytes: s.sizeBytes });
+        tx.add({ id, kind: 'ram', gpa: s.gpa, sizeBytes: s.sizeBytes, priority: 0, backing: { hostId: id, offsetBytes: 0 } });
       });
-      this.memory = new GuestMemory(this.ram, (hva, size) => hv.viewOf(hva, size));
+      this.memoryMap.commitNow(tx);
+      this.memory = this.memoryMap.memory;
 
       this.console = new ConsoleSink(config.console);
       if (config.captureSerial) this.console.captured = [];
@@ -122,7 +128,8 @@ export class Machine implements ExitHandlers {
     if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
     // All at once: an AP that is not in KVM_RUN yet when the BSP sends INIT/SIPI still gets them,
     // because the in-kernel LAPIC latches them until the AP runs.
-    await Promise.all(this.vcpus.map((v) => v.start(this, this.ram, local)));
+    const ram = this.memoryMap.ramSpecs();
+    await Promise.all(this.vcpus.map((v) => v.start(this, ram, local)));
   }
 
   /** Resolves when the guest ends (debug-exit, reset) or a vCPU cannot go on. */
@@ -145,6 +152,8 @@ export class Machine implements ExitHandlers {
   }
 
   mmio(_vcpu: number, gpa: number, isWrite: boolean, data: Uint8Array): void {
+    // Memory in the current map: the vCPU hit the gap of a map change, or wrote to read-only memory.
+    if (this.memoryMap.completeAgainstRam(gpa, isWrite, data)) return;
     if (!this.mmioBus.access(gpa, isWrite, data)) this.noteUnclaimed('mmio', gpa, isWrite, data);
   }
 
@@ -188,9 +197,7 @@ export class Machine implements ExitHandlers {
   private release(): void {
     try { this.console?.close(); } catch { /* already closed */ }
     try { this.vm.close(); } catch { /* fds already gone */ }
-    this.memory?.detach();
-    for (const f of this.freeRam) f();
-    this.freeRam.length = 0;
+    this.memoryMap?.close();
   }
 
   elapsedToFirstSerialByteMs(): number | null {

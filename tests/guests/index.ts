@@ -21,6 +21,7 @@ export const GUEST_NAMES = [
   'bench-exits',
   'reset',
   'bad-insn',
+  'memmap',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];

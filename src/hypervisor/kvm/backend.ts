@@ -8,7 +8,7 @@ import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
 import { hostView, mapAnonymous, unmap } from '../../kvm/memory.js';
 import type {
-  CpuidEntry, ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
+  CpuidEntry, ExitHandlers, HvMemslot, HvVcpu, HvVm, Hypervisor, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
 } from '../types.js';
 import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
 import {
@@ -70,14 +70,46 @@ class KvmVmHandle implements HvVm {
   private readonly vcpus: KvmVcpuHandle[] = [];
   /** eventfds to remove and close with the VM */
   private readonly fds: Array<() => void> = [];
+  /** shared with every vCPU thread: see beginMapChange */
+  private readonly mapSeq = new SharedArrayBuffer(4);
+  private readonly mapSeqView = new Int32Array(this.mapSeq);
   constructor(readonly system: KvmSystem, readonly vm: KvmVm) {
     // Intel VMX needs these three pages for real-mode emulation; placed outside RAM, below 4 GiB.
     if (system.checkExtension('KVM_CAP_SET_TSS_ADDR')) vm.setTssAddr(0xfffb_d000);
     if (system.checkExtension('KVM_CAP_SET_IDENTITY_MAP_ADDR')) vm.setIdentityMapAddr(0xfffb_c000);
   }
 
-  addRam(slot: number, ram: RamSlot): void {
-    this.vm.setUserMemoryRegion(slot, 0, ram.gpa, ram.sizeBytes, ram.hva);
+  maxMemslots(): number {
+    // KVM_CAP_NR_MEMSLOTS is at least 32 on every x86 KVM; 0 means an ancient host that has 32.
+    return this.system.checkExtension('KVM_CAP_NR_MEMSLOTS') || 32;
+  }
+
+  supportsReadonlyMemory(): boolean {
+    return this.system.checkExtension('KVM_CAP_READONLY_MEM') > 0;
+  }
+
+  setMemslot(slot: number, m: HvMemslot): void {
+    if (m.readonly) this.system.require('KVM_CAP_READONLY_MEM', `mapping memslot ${slot} read-only`);
+    const flags = (m.logDirty ? abi.KVM_MEM_LOG_DIRTY_PAGES : 0) | (m.readonly ? abi.KVM_MEM_READONLY : 0);
+    this.vm.setUserMemoryRegion(slot, flags, m.gpa, m.sizeBytes, m.hva);
+  }
+
+  deleteMemslot(slot: number, gpa: number): void {
+    this.vm.deleteUserMemoryRegion(slot, gpa);
+  }
+
+  getDirtyLog(slot: number, pages: number): BigUint64Array {
+    return this.vm.getDirtyLog(slot, pages);
+  }
+
+  beginMapChange(): void {
+    // Odd while changing: a vCPU that sees the sequence move (or odd) across a failed fetch retries.
+    Atomics.add(this.mapSeqView, 0, 1);
+  }
+
+  endMapChange(): void {
+    Atomics.add(this.mapSeqView, 0, 1);
+    Atomics.notify(this.mapSeqView, 0);
   }
 
   createInterruptControllers(): void {
@@ -107,7 +139,7 @@ class KvmVmHandle implements HvVm {
 
   createVcpu(index: number): HvVcpu {
     const fd = this.vm.createVcpu(index);
-    const v = new KvmVcpuHandle(KvmVcpu.map(index, fd, this.system.vcpuMmapSize()));
+    const v = new KvmVcpuHandle(KvmVcpu.map(index, fd, this.system.vcpuMmapSize()), this.mapSeq);
     this.vcpus.push(v);
     return v;
   }
@@ -175,7 +207,7 @@ class KvmVcpuHandle implements HvVcpu {
   private handlers: ExitHandlers | null = null;
   private stopping = false;
 
-  constructor(private readonly vcpu: KvmVcpu) {
+  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer) {
     this.index = vcpu.index;
     this.run8 = new Uint8Array(vcpu.runView());
   }
@@ -212,7 +244,7 @@ class KvmVcpuHandle implements HvVcpu {
     this.handlers = handlers;
     const data: VcpuWorkerData = {
       index: this.index, fd: this.vcpu.fd, runHva: this.vcpu.runHva, runSizeBytes: this.vcpu.runSizeBytes,
-      control: this.control, ram, localDevices: local,
+      control: this.control, mapSeq: this.mapSeq, ram, localDevices: local,
     };
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
     this.worker = worker;

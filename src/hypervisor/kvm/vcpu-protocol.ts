@@ -68,6 +68,8 @@ export interface VcpuWorkerData {
   runHva: bigint;
   runSizeBytes: number;
   control: SharedArrayBuffer;
+  /** the VM's memory-map sequence (Int32 slot 0): odd while memslots change under running vCPUs */
+  mapSeq: SharedArrayBuffer;
   ram: Array<{ gpa: number; sizeBytes: number; hva: bigint }>;
   localDevices: LocalDeviceSpec[];
 }

@@ -33,7 +33,12 @@ const vcpuFd = data.fd;
 const runBuf = vcpu.runView();
 const run8 = new Uint8Array(runBuf);
 const run = new DataView(runBuf);
+// For diagnostics only (the bytes at RIP): the RAM of the boot-time map. Host allocations stay
+// mapped until the VM is gone, so a later map change leaves this stale but never dangling.
 const memory = new GuestMemory(data.ram, hostView);
+const mapSeq = new Int32Array(data.mapSeq);
+/** the memory-map sequence when this vCPU last entered KVM_RUN */
+let mapSeqAtEntry = 0;
 
 // Syscall accounting by exit reason: every state ioctl is charged to the exit being handled.
 let currentReason = 0;
@@ -259,6 +264,7 @@ function dispatch(): boolean {
     }
     case abi.KVM_EXIT_INTERNAL_ERROR: {
       const sub = run.getUint32(abi.RUN.internal, true);
+      if (sub === abi.KVM_INTERNAL_ERROR_EMULATION && mapChangedSinceEntry()) return true;
       const subName = sub === abi.KVM_INTERNAL_ERROR_EMULATION ? 'emulation failure: KVM could not emulate the instruction at RIP'
         : sub === abi.KVM_INTERNAL_ERROR_SIMUL_EX ? 'exception raised while delivering another exception'
           : sub === abi.KVM_INTERNAL_ERROR_DELIVERY_EV ? 'event delivery failed'
@@ -277,6 +283,22 @@ function dispatch(): boolean {
       fatal(`unhandled exit KVM_EXIT_${abi.KVM_EXIT_NAMES[reason] ?? reason}`);
       return false;
   }
+}
+
+/**
+ * An instruction fetch from a range whose memslot was being replaced (deleted, not yet created)
+ * fails as an emulation failure. If the map changed while this vCPU ran, wait for the change to
+ * end and enter again: RIP has not moved, so the guest retries the fetch against the new map. A
+ * real failure repeats with the map unchanged and is reported then.
+ */
+function mapChangedSinceEntry(): boolean {
+  let seq = Atomics.load(mapSeq, 0);
+  if (seq === mapSeqAtEntry && (seq & 1) === 0) return false;
+  while ((seq & 1) === 1) {
+    Atomics.wait(mapSeq, 0, seq, 100);
+    seq = Atomics.load(mapSeq, 0);
+  }
+  return true;
 }
 
 // ---- commands ------------------------------------------------------------------------------
@@ -328,6 +350,7 @@ function loop(): void {
     checkDeadline();
     if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
     cache.flush();
+    mapSeqAtEntry = Atomics.load(mapSeq, 0);
     // KVM_RUN straight through the libc binding: the hot path skips the wrapper's extra calls.
     let r = ioctlValue(vcpuFd, KVM_RUN_NR, 0);
     if (r < 0) r = -libc.errno();

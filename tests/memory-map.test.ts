@@ -1,0 +1,100 @@
+// Memory-map transactions on real KVM: the memmap guest reads, writes and executes in its region
+// while the VMM splits, merges and moves that region's memslots under it, in atomic and pause-all
+// mode; the guest must never see a wrong value or take a fault, and every page it dirtied must be
+// in the next harvest.
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import type { GpaRange } from '../src/memory/address-space.js';
+import type { Machine } from '../src/vmm/machine.js';
+import type { CommitMode } from '../src/vmm/memory-map.js';
+import { guestPath } from './guests/index.js';
+import { kvmSkip } from './kvm-available.js';
+import { runGuestFile, waitFor } from './run-guest.js';
+
+// Must agree with tests/guests/memmap.c.
+const REGION_GPA = 0x400_0000;
+const PAGES = 256;
+const PAGE = 4096;
+const STATUS_GPA = 0x20_0000;
+const MiB = 1 << 20;
+
+const rounds = (m: Machine) => Number(m.memory.readU64(STATUS_GPA));
+const errors = (m: Machine) => Number(m.memory.readU64(STATUS_GPA + 16));
+
+function covers(ranges: readonly GpaRange[], gpa: number, sizeBytes: number): boolean {
+  for (let p = gpa; p < gpa + sizeBytes; p += PAGE) {
+    if (!ranges.some((r) => p >= r.gpa && p + PAGE <= r.gpa + r.sizeBytes)) return false;
+  }
+  return true;
+}
+
+/** Carves the torture region out of boot RAM ("ram0", all of low RAM), with every vCPU paused. */
+async function carve(m: Machine): Promise<void> {
+  await m.memoryMap.commit(m.memoryMap.begin()
+    .split('ram0', REGION_GPA, 'torture')
+    .split('torture', PAGES * PAGE, 'rest')
+    .setLogDirty('torture', true), 'pause-all');
+}
+
+async function torture(m: Machine, mode: CommitMode, iterations: number): Promise<void> {
+  await waitFor('memmap: ready', () => m.serialOutput().includes('memmap: ready'));
+  await carve(m);
+  m.memoryMap.harvestDirty();
+  let lastRounds = rounds(m);
+  for (let i = 0; i < iterations; i++) {
+    const at = (1 + (i * 37) % (PAGES - 1)) * PAGE;
+    await m.memoryMap.commit(m.memoryMap.begin().split('torture', at, 'torture-b'), mode);
+    // Dirty pages survive the split: two full rounds after a harvest, every page was written.
+    if (i % 50 === 0) {
+      m.memoryMap.harvestDirty();
+      const r = rounds(m);
+      await waitFor('two guest rounds', () => rounds(m) >= r + 2, 20000);
+      const dirty = m.memoryMap.harvestDirty();
+      assert.ok(covers(dirty, REGION_GPA, PAGES * PAGE), `iteration ${i}: every torture page in the harvest; got ${JSON.stringify(dirty)}`);
+    }
+    await m.memoryMap.commit(m.memoryMap.begin().merge('torture', 'torture-b'), mode);
+    if (i % 25 === 0) {
+      // The guest keeps running: rounds go on across the changes.
+      await waitFor('guest progress', () => rounds(m) > lastRounds, 20000);
+      lastRounds = rounds(m);
+    }
+    assert.equal(errors(m), 0, `iteration ${i}: guest saw a wrong value at 0x${m.memory.readU64(STATUS_GPA + 24).toString(16)}`);
+  }
+  // The bytes the guest filled in are where they were.
+  for (let p = 0; p < PAGES; p++) {
+    assert.equal(m.memory.readU64(REGION_GPA + p * PAGE + PAGE - 8), 0xc0de000000000000n | BigInt(p), `page ${p} constant`);
+  }
+  m.memory.writeU64(STATUS_GPA + 8, 1n); // stop flag
+}
+
+for (const mode of ['atomic', 'pause-all'] as const) {
+  test(`memory map (${mode}): split and merge under a running guest, no wrong value, no dirty page lost`, { skip: kvmSkip, timeout: 300_000 }, async () => {
+    const r = await runGuestFile(guestPath('memmap'), { memoryBytes: 256 * MiB, timeoutMs: 240_000, during: (m) => torture(m, mode, mode === 'atomic' ? 400 : 100) });
+    assert.match(r.serial, /memmap: rounds \d+ errors 0\n/);
+    assert.equal(r.status, 0, r.fatal ?? r.serial);
+  });
+}
+
+test('memory map: a move takes the contents along, the old range stops being RAM, and a move back restores it', { skip: kvmSkip, timeout: 120_000 }, async () => {
+  const r = await runGuestFile(guestPath('memmap'), {
+    memoryBytes: 256 * MiB, timeoutMs: 60_000,
+    during: async (m) => {
+      await waitFor('memmap: ready', () => m.serialOutput().includes('memmap: ready'));
+      await carve(m);
+      // With the vCPU paused the guest cannot notice that its region is away for a while.
+      const vcpu = m.vcpus[0]!;
+      await vcpu.pause();
+      const away = 0x800_0000 - PAGES * PAGE;
+      await m.memoryMap.commit(m.memoryMap.begin().shrink('rest', 8 * MiB).move('torture', away));
+      assert.equal(m.memory.readU64(away + PAGES * PAGE - 8), 0xc0de000000000000n | BigInt(PAGES - 1));
+      assert.equal(m.memory.contains(REGION_GPA, 8), false);
+      await m.memoryMap.commit(m.memoryMap.begin().move('torture', REGION_GPA).grow('rest', 256 * MiB - REGION_GPA - PAGES * PAGE));
+      await vcpu.resume();
+      const before = rounds(m);
+      await waitFor('guest progress after the round trip', () => rounds(m) > before + 1, 20000);
+      m.memory.writeU64(STATUS_GPA + 8, 1n);
+    },
+  });
+  assert.match(r.serial, /memmap: rounds \d+ errors 0\n/);
+  assert.equal(r.status, 0, r.fatal ?? r.serial);
+});
