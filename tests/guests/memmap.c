@@ -1,25 +1,30 @@
 /*
- * memmap: reads, writes and executes inside the torture region while the host changes the memory
- * map under it (issue 4: splits, merges, moves of the region's memslots with the vCPU running).
+ * memmap: reads, writes and executes inside the torture region, on every CPU, while the host
+ * changes the memory map under it (issue 4: splits, merges and moves of the region's memslots
+ * with the vCPUs running).
  *
- * The region is MEMMAP_PAGES 4 KiB pages at MEMMAP_REGION_GPA (64 MiB; the guest image, its
- * stack and page tables stay below it, in memory the host leaves alone). At start the guest fills
- * the last word of every page with a constant (MEMMAP_CONST | page) and copies a 6-byte function
- * `mov $MEMMAP_FN_VALUE, %eax; ret` to MEMMAP_FN_GPA inside the region. Then, at CPL3 until the
- * host sets the stop flag, each round r:
- *   - for every page p: writes (r << 20 | p) to word (r % 8) of the page, reads it back, and
- *     checks the page's constant;
+ * The region is MEMMAP_PAGES 4 KiB pages at MEMMAP_REGION_GPA (64 MiB; the guest image, stacks,
+ * page tables and the AP areas at 4..8 MiB stay below it, in memory the host leaves alone). At
+ * start the BSP fills the last word of every page with a constant (MEMMAP_CONST | page), copies
+ * a 6-byte function `mov $MEMMAP_FN_VALUE, %eax; ret` to MEMMAP_FN_GPA inside the region, and
+ * starts the other CPUs of the MADT (smp_start_aps). Then each CPU c of n, at CPL3 until the stop
+ * flag is set, does rounds r = 0, 1, ...:
+ *   - for every page p with p % n == c: writes (r << 20 | c << 12 | p) to word (r % 8) of the
+ *     page and reads it back;
+ *   - for every page: checks its constant;
  *   - calls the function in the region and checks what it returns;
- *   - stores r + 1 in the round counter.
- * Status block at MEMMAP_STATUS_GPA (u64 words): [0] rounds done, [1] stop flag (the host writes
- * 1), [2] errors, [3] first bad gpa, [4] value read there.
- * Prints "memmap: ready\n" once the region is filled, and at the stop
- * "memmap: rounds N errors E\n"; exits 0 when E == 0, 3 otherwise.
+ *   - stores r + 1 in its round counter.
+ * Status block at MEMMAP_STATUS_GPA (u64 words): [0] the BSP's rounds, [1] stop flag (the host
+ * writes 1; `rounds=N` on the command line makes the BSP set it itself after N rounds), [2]
+ * errors, [3] first bad gpa, [4] the value read there, [5] CPUs running, [8 + c] CPU c's rounds.
+ * Prints "memmap: ready, cpus N\n" once every CPU runs, and at the stop
+ * "memmap: rounds R errors E\n"; exits 0 when E == 0, 3 otherwise.
  *
- * QEMU: qemu-system-x86_64 -M microvm -accel kvm -cpu host,-arch-capabilities -m 256M
+ * QEMU (TCG runs it too: -accel tcg -cpu max):
+ *   qemu-system-x86_64 -M microvm,acpi=on -accel kvm -cpu host,-arch-capabilities -m 256M -smp 4
  *   -nodefaults -no-user-config -nographic -serial stdio
- *   -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel .cache/guests/memmap.elf
- *   (runs until the monitor writes the stop flag: `xp`/`memsave` and a gdbstub can do it)
+ *   -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel .cache/guests/memmap.elf -append rounds=20
+ *   (exits with status 1 = 2*0+1)
  */
 #include "common/guest.h"
 
@@ -30,19 +35,72 @@
 #define MEMMAP_FN_GPA (MEMMAP_REGION_GPA + (MEMMAP_PAGES - 1) * 4096ul + 0x800ul)
 #define MEMMAP_FN_VALUE 0x5eed1234u
 #define MEMMAP_STATUS_GPA 0x200000ul
+#define MEMMAP_MAX_CPUS 64
+#define ST_ROUNDS 0
+#define ST_STOP 1
+#define ST_ERRORS 2
+#define ST_BAD_GPA 3
+#define ST_BAD_VALUE 4
+#define ST_CPUS 5
+#define ST_CPU_ROUNDS 8
 
-static void record_error(volatile u64 *status, u64 gpa, u64 value) {
-	if (status[2]++ == 0) {
-		status[3] = gpa;
-		status[4] = value;
+static volatile u64 *const status = (volatile u64 *)MEMMAP_STATUS_GPA;
+static volatile u64 stopped_cpus;
+
+static void record_error(u64 gpa, u64 value) {
+	if (__atomic_fetch_add(&status[ST_ERRORS], 1, __ATOMIC_SEQ_CST) == 0) {
+		status[ST_BAD_GPA] = gpa;
+		status[ST_BAD_VALUE] = value;
 	}
 }
 
-int guest_main(void) {
-	volatile u64 *status = (volatile u64 *)MEMMAP_STATUS_GPA;
+/* One CPU's rounds until the stop flag (or, on the BSP, max_rounds). */
+static void torture(u32 cpu, u64 max_rounds) {
 	volatile u64 *region = (volatile u64 *)MEMMAP_REGION_GPA;
-	for (u64 i = 0; i < 5; i++) status[i] = 0;
-	for (u64 p = 0; p < MEMMAP_PAGES; p++) region[p * MEMMAP_PAGE_WORDS + MEMMAP_PAGE_WORDS - 1] = MEMMAP_CONST | p;
+	u32 (*call)(void) = (u32 (*)(void))MEMMAP_FN_GPA;
+	u64 n = status[ST_CPUS];
+	u64 round = 0;
+	while (status[ST_STOP] == 0) {
+		for (u64 p = cpu; p < MEMMAP_PAGES; p += n) {
+			volatile u64 *page = region + p * MEMMAP_PAGE_WORDS;
+			u64 want = round << 20 | (u64)cpu << 12 | p;
+			page[round % 8] = want;
+			u64 got = page[round % 8];
+			if (got != want)
+				record_error((u64)&page[round % 8], got);
+		}
+		for (u64 p = 0; p < MEMMAP_PAGES; p++) {
+			u64 got = region[p * MEMMAP_PAGE_WORDS + MEMMAP_PAGE_WORDS - 1];
+			if (got != (MEMMAP_CONST | p))
+				record_error((u64)&region[p * MEMMAP_PAGE_WORDS + MEMMAP_PAGE_WORDS - 1], got);
+		}
+		u32 v = call();
+		if (v != MEMMAP_FN_VALUE)
+			record_error(MEMMAP_FN_GPA, v);
+		status[ST_CPU_ROUNDS + cpu] = ++round;
+		if (cpu == 0) {
+			status[ST_ROUNDS] = round;
+			if (max_rounds && round >= max_rounds)
+				status[ST_STOP] = 1;
+		}
+	}
+}
+
+static void ap_main(u32 cpu) {
+	while (status[ST_CPUS] == 0) /* the BSP publishes the count once every AP runs */
+		cpu_relax();
+	torture(cpu, 0);
+	__atomic_fetch_add(&stopped_cpus, 1, __ATOMIC_SEQ_CST);
+	for (;;)
+		cpu_relax();
+}
+
+int guest_main(void) {
+	volatile u64 *region = (volatile u64 *)MEMMAP_REGION_GPA;
+	for (u64 i = 0; i < ST_CPU_ROUNDS + MEMMAP_MAX_CPUS; i++)
+		status[i] = 0;
+	for (u64 p = 0; p < MEMMAP_PAGES; p++)
+		region[p * MEMMAP_PAGE_WORDS + MEMMAP_PAGE_WORDS - 1] = MEMMAP_CONST | p;
 	/* mov $imm32, %eax (b8 imm32); ret (c3) */
 	volatile u8 *fn = (volatile u8 *)MEMMAP_FN_GPA;
 	fn[0] = 0xb8;
@@ -51,28 +109,24 @@ int guest_main(void) {
 	fn[3] = (MEMMAP_FN_VALUE >> 16) & 0xff;
 	fn[4] = MEMMAP_FN_VALUE >> 24;
 	fn[5] = 0xc3;
-	u32 (*call)(void) = (u32 (*)(void))MEMMAP_FN_GPA;
-	print("memmap: ready\n");
-
-	u64 round = 0;
-	while (status[1] == 0) {
-		for (u64 p = 0; p < MEMMAP_PAGES; p++) {
-			volatile u64 *page = region + p * MEMMAP_PAGE_WORDS;
-			u64 want = round << 20 | p;
-			page[round % 8] = want;
-			u64 got = page[round % 8];
-			if (got != want) record_error(status, (u64)&page[round % 8], got);
-			got = page[MEMMAP_PAGE_WORDS - 1];
-			if (got != (MEMMAP_CONST | p)) record_error(status, (u64)&page[MEMMAP_PAGE_WORDS - 1], got);
-		}
-		u32 v = call();
-		if (v != MEMMAP_FN_VALUE) record_error(status, MEMMAP_FN_GPA, v);
-		status[0] = ++round;
-	}
-	print("memmap: rounds ");
-	print_dec(round);
-	print(" errors ");
-	print_dec(status[2]);
+	u64 max_rounds = 0;
+	cmdline_u64("rounds", &max_rounds);
+	u32 aps = smp_start_aps(ap_main, MEMMAP_MAX_CPUS - 1);
+	status[ST_CPUS] = 1 + aps;
+	print("memmap: ready, cpus ");
+	print_dec(1 + aps);
 	print("\n");
-	return status[2] == 0 ? 0 : 3;
+
+	torture(0, max_rounds);
+	u64 wait = rdtsc() + 1000000 * tsc_khz() / 1000;
+	while (stopped_cpus < aps && rdtsc() < wait)
+		cpu_relax();
+	if (stopped_cpus < aps)
+		record_error(0, stopped_cpus);
+	print("memmap: rounds ");
+	print_dec(status[ST_ROUNDS]);
+	print(" errors ");
+	print_dec(status[ST_ERRORS]);
+	print("\n");
+	return status[ST_ERRORS] == 0 ? 0 : 3;
 }

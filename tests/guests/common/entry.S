@@ -264,6 +264,8 @@ irq_ignore:
 /* ---------------------------------------------------------------------------------------- */
 	.data
 	.balign 16
+	/* gdt, idt_ptr and pml4 are shared with the APs (ap64.S, smp.c). */
+	.globl gdt, idt_ptr, pml4
 gdt:
 	.quad 0                         /* null */
 	.quad 0x00209a0000000000        /* KERNEL_CS: 64-bit code, DPL0 */

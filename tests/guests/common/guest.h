@@ -196,6 +196,12 @@ struct madt_info {
 /* Parses the MADT ("APIC"); false if there is none. */
 bool acpi_read_madt(struct madt_info *out);
 
+/* ---- Other CPUs (smp.c, ap64.S) ---- */
+/* Starts the MADT's other enabled CPUs one by one (at most max), each running fn(index) at CPL3
+ * in 64-bit mode on its own stacks, index 1, 2, ... in start order (the BSP is 0). fn must not
+ * return. Returns how many started. Uses guest-physical 0x9000 (trampoline) and 4..8 MiB. */
+u32 smp_start_aps(void (*fn)(u32 index), u32 max);
+
 /* ---- IDT (entry.S owns the table; these fill entries) ---- */
 /* Points vector at handler with the given DPL (interrupt gate, kernel CS). */
 void idt_set_gate(u8 vector, void (*handler)(void), u8 dpl);
