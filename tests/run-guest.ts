@@ -20,6 +20,7 @@ export interface RunOptions {
   /** called once the vCPUs run, with the machine, for tests that poke at it */
   during?: (m: Machine) => Promise<void>;
   regsProbePort?: number;
+  kickPeerPort?: number;
   regsProbeVia?: 'cache' | 'ioctl';
   invtsc?: 'on' | 'off' | 'auto';
 }
@@ -29,7 +30,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
   const m = new Machine(hv, {
     kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
-    regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc,
+    regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc, kickPeerPort: opts.kickPeerPort,
   });
   let timer: NodeJS.Timeout | undefined;
   try {

@@ -41,7 +41,9 @@ export type VcpuLocalDevice =
   | { kind: 'sink'; port: number; sizeBytes: number }
   /** test device: an `out` here makes the vCPU thread add 1 to RAX and rewrite RIP through the state cache */
   | { kind: 'regs-probe'; port: number; sizeBytes: number }
-  | { kind: 'regs-probe-ioctl'; port: number; sizeBytes: number };
+  | { kind: 'regs-probe-ioctl'; port: number; sizeBytes: number }
+  /** test device: a write of N here makes this vCPU's thread kick vCPU N (itself included) */
+  | { kind: 'kick-peer'; port: number; sizeBytes: number };
 
 export interface VcpuStats {
   exits: number;

@@ -31,6 +31,8 @@ export interface MachineConfig {
   invtsc?: 'on' | 'off' | 'auto';
   /** tests: a port whose writes make the vCPU thread add 1 to RAX through the state cache */
   regsProbePort?: number;
+  /** tests: a port whose write of N makes the writing vCPU's thread kick vCPU N */
+  kickPeerPort?: number;
   /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
   regsProbeVia?: 'cache' | 'ioctl';
 }
@@ -125,6 +127,7 @@ export class Machine implements ExitHandlers {
       { kind: 'debug-exit', port: layout.DEBUG_EXIT_PORT, sizeBytes: layout.DEBUG_EXIT_PORT_SIZE },
       { kind: 'sink', port: layout.POST_PORT, sizeBytes: 1 },
     ];
+    if (this.config.kickPeerPort !== undefined) local.push({ kind: 'kick-peer', port: this.config.kickPeerPort, sizeBytes: 1 });
     if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
     // All at once: an AP that is not in KVM_RUN yet when the BSP sends INIT/SIPI still gets them,
     // because the in-kernel LAPIC latches them until the AP runs.

@@ -22,6 +22,7 @@ export const GUEST_NAMES = [
   'reset',
   'bad-insn',
   'memmap',
+  'kick-storm',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];

@@ -13,7 +13,7 @@ import type {
 import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
 import {
   AccessKind, CONTROL_BLOCK_BYTES, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, STAT_REASONS, VCPU_STATE_NAMES, VcpuCommand,
-  type VcpuWorkerData, type VcpuWorkerMessage,
+  type VcpuPeer, type VcpuWorkerData, type VcpuWorkerMessage,
 } from './vcpu-protocol.js';
 
 export { KvmError } from '../../kvm/errors.js';
@@ -139,7 +139,7 @@ class KvmVmHandle implements HvVm {
 
   createVcpu(index: number): HvVcpu {
     const fd = this.vm.createVcpu(index);
-    const v = new KvmVcpuHandle(KvmVcpu.map(index, fd, this.system.vcpuMmapSize()), this.mapSeq);
+    const v = new KvmVcpuHandle(KvmVcpu.map(index, fd, this.system.vcpuMmapSize()), this.mapSeq, () => this.vcpus.map((p) => p.peer()));
     this.vcpus.push(v);
     return v;
   }
@@ -207,9 +207,14 @@ class KvmVcpuHandle implements HvVcpu {
   private handlers: ExitHandlers | null = null;
   private stopping = false;
 
-  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer) {
+  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly peers: () => VcpuPeer[]) {
     this.index = vcpu.index;
     this.run8 = new Uint8Array(vcpu.runView());
+  }
+
+  /** What another vCPU's thread needs to kick this one. */
+  peer(): VcpuPeer {
+    return { control: this.control, runHva: this.vcpu.runHva, runSizeBytes: this.vcpu.runSizeBytes };
   }
 
   setCpuid(entries: CpuidEntry[]): void {
@@ -244,7 +249,7 @@ class KvmVcpuHandle implements HvVcpu {
     this.handlers = handlers;
     const data: VcpuWorkerData = {
       index: this.index, fd: this.vcpu.fd, runHva: this.vcpu.runHva, runSizeBytes: this.vcpu.runSizeBytes,
-      control: this.control, mapSeq: this.mapSeq, ram, localDevices: local,
+      control: this.control, mapSeq: this.mapSeq, ram, localDevices: local, peers: this.peers(),
     };
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
     this.worker = worker;

@@ -72,6 +72,15 @@ export interface VcpuWorkerData {
   mapSeq: SharedArrayBuffer;
   ram: Array<{ gpa: number; sizeBytes: number; hva: bigint }>;
   localDevices: LocalDeviceSpec[];
+  /** every vCPU of the VM by index (this one included), so this thread can kick any of them */
+  peers: VcpuPeer[];
+}
+
+/** What a thread needs to kick a vCPU: its control block (kick sequence, thread id) and kvm_run. */
+export interface VcpuPeer {
+  control: SharedArrayBuffer;
+  runHva: bigint;
+  runSizeBytes: number;
 }
 
 /** Messages the worker posts to the main thread (never on the hot path). */

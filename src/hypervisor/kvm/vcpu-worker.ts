@@ -74,6 +74,23 @@ function ioData(offset: number, size: number): Uint8Array {
 }
 const mmioData = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => new Uint8Array(runBuf, abi.RUN.mmio + abi.kvm_run_mmio.at.data, n));
 
+// ---- kicking any vCPU of the VM from this thread --------------------------------------------
+// The same three steps as the main thread's kick (backend.ts KvmVcpuHandle.kick): count it, set
+// immediate_exit, signal the thread. Kicking itself works the same way: the signal stays pending
+// (blocked here) and immediate_exit makes the next KVM_RUN return at once, so it is not lost.
+const peerKicks = data.peers.map((p) => ({
+  ctrl: new Int32Array(p.control), ctrlBig: new BigInt64Array(p.control), run8: new Uint8Array(hostView(p.runHva, p.runSizeBytes)),
+}));
+
+function kickPeer(index: number): void {
+  const p = peerKicks[index];
+  if (p === undefined) return; // a guest naming a vCPU that does not exist: nothing to kick
+  Atomics.add(p.ctrl, CTRL.KICK_SEQ, 1);
+  Atomics.store(p.run8, IMMEDIATE_EXIT, 1);
+  const tid = Atomics.load(p.ctrlBig, CTRL.TID_BIGINT_SLOT);
+  if (tid !== 0n) libc.pthreadKill(tid, SIG_KICK);
+}
+
 // ---- kick signal set-up -------------------------------------------------------------------
 const kickSet = Buffer.alloc(libc.GLIBC_SIGSET_BYTES);
 kickSet[(SIG_KICK - 1) >> 3]! |= 1 << ((SIG_KICK - 1) & 7);
@@ -172,6 +189,9 @@ function pio(): void {
           regs.writeBigUInt64LE(regs.readBigUInt64LE(abi.kvm_regs.at.rax!) + 1n, abi.kvm_regs.at.rax!);
           vcpu.setRegs(regs);
           syscalls.count(2);
+        } else if (dev.kind === 'kick-peer') {
+          if (isWrite) kickPeer(bytes[0]!);
+          else bytes.fill(0xff);
         } else if (isWrite) {
           // isa-debug-exit semantics, with the written value as our exit status.
           let v = 0;
