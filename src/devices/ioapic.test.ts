@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
+import * as am from './apic-message.js';
 import * as io from './ioapic.js';
 import { IrqchipError } from './irqchip-error.js';
 
@@ -49,7 +50,7 @@ test('every pin is masked at reset and the table holds what Linux writes', () =>
   for (let pin = 0; pin < io.IOAPIC_NUM_PINS; pin++) {
     assert.equal(t.ioRead(io.IOAPIC_REG_REDTBL_BASE + 2 * pin), MASKED);
   }
-  t.route(9, 0x41 | LEVEL | io.IO_APIC_REDIR_POLARITY_LOW | io.IO_APIC_REDIR_DEST_LOGICAL | (io.APIC_DELIVERY_MODE_LOWESTPRIO << 8), 0x03);
+  t.route(9, 0x41 | LEVEL | io.IO_APIC_REDIR_POLARITY_LOW | io.IO_APIC_REDIR_DEST_LOGICAL | (am.APIC_DELIVERY_MODE_LOWESTPRIO << 8), 0x03);
   assert.equal(t.ioRead(0x10 + 18), 0x41 | 0x8000 | 0x2000 | 0x800 | 0x100);
   assert.equal(t.ioRead(0x11 + 18), 0x0300_0000);
   assert.equal(t.ioRead(0x10 + 2 * 24), 0, 'beyond the table reads 0');
@@ -59,7 +60,7 @@ test('edge pin: one fixed message per rising edge to the programmed destination'
   const t = ioapic();
   t.route(4, 0x34, 1); // serial: vector 0x34, fixed, physical, edge, active high -> APIC 1
   t.dev.setIrq(4, 1);
-  assert.deepEqual(t.sent, [{ dest: 1, destMode: io.APIC_DEST_PHYSICAL, deliveryMode: io.APIC_DELIVERY_MODE_FIXED, vector: 0x34, trigger: io.APIC_TRIGGER_EDGE }]);
+  assert.deepEqual(t.sent, [{ dest: 1, destMode: am.APIC_DEST_PHYSICAL, deliveryMode: am.APIC_DELIVERY_MODE_FIXED, vector: 0x34, trigger: am.APIC_TRIGGER_EDGE }]);
   t.dev.setIrq(4, 1);
   assert.equal(t.sent.length, 1, 'held high: no new edge');
   t.dev.setIrq(4, 0);
@@ -82,7 +83,7 @@ test('level pin: remote IRR holds off re-delivery until the EOI; still asserted 
   t.route(11, 0x51 | LEVEL, 0);
   t.dev.setIrq(11, 1);
   assert.equal(t.sent.length, 1);
-  assert.equal(t.sent[0]!.trigger, io.APIC_TRIGGER_LEVEL);
+  assert.equal(t.sent[0]!.trigger, am.APIC_TRIGGER_LEVEL);
   assert.equal(t.ioRead(0x10 + 22) & REMOTE_IRR, REMOTE_IRR);
   t.dev.setIrq(11, 1);
   assert.equal(t.sent.length, 1, 'remote IRR set: no second message');
@@ -133,16 +134,16 @@ test('remote IRR is read-only, but switching to edge clears it (Linux __eoi_ioap
 
 test('delivery modes and logical destinations reach the message unchanged', () => {
   const t = ioapic();
-  t.route(0, io.APIC_DELIVERY_MODE_EXTINT << 8, 0);
-  t.route(1, (io.APIC_DELIVERY_MODE_NMI << 8) | io.IO_APIC_REDIR_DEST_LOGICAL, 0x0f);
-  t.route(2, 0x30 | (io.APIC_DELIVERY_MODE_LOWESTPRIO << 8) | io.IO_APIC_REDIR_DEST_LOGICAL, 0xff);
+  t.route(0, am.APIC_DELIVERY_MODE_EXTINT << 8, 0);
+  t.route(1, (am.APIC_DELIVERY_MODE_NMI << 8) | io.IO_APIC_REDIR_DEST_LOGICAL, 0x0f);
+  t.route(2, 0x30 | (am.APIC_DELIVERY_MODE_LOWESTPRIO << 8) | io.IO_APIC_REDIR_DEST_LOGICAL, 0xff);
   t.dev.setIrq(0, 1);
   t.dev.setIrq(1, 1);
   t.dev.setIrq(2, 1);
   assert.deepEqual(t.sent.map((m) => [m.deliveryMode, m.destMode, m.dest, m.vector]), [
-    [io.APIC_DELIVERY_MODE_EXTINT, io.APIC_DEST_PHYSICAL, 0, 0],
-    [io.APIC_DELIVERY_MODE_NMI, io.APIC_DEST_LOGICAL, 0x0f, 0],
-    [io.APIC_DELIVERY_MODE_LOWESTPRIO, io.APIC_DEST_LOGICAL, 0xff, 0x30],
+    [am.APIC_DELIVERY_MODE_EXTINT, am.APIC_DEST_PHYSICAL, 0, 0],
+    [am.APIC_DELIVERY_MODE_NMI, am.APIC_DEST_LOGICAL, 0x0f, 0],
+    [am.APIC_DELIVERY_MODE_LOWESTPRIO, am.APIC_DEST_LOGICAL, 0xff, 0x30],
   ]);
 });
 

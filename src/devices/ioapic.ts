@@ -9,7 +9,12 @@
 // QEMU do; the bit is stored and read back), arbitration IDs (ARB reads the ID), IRQ-remapping
 // formats.
 import type { BusDevice } from '../bus/bus.js';
+import {
+  APIC_DEST_LOGICAL, APIC_DEST_PHYSICAL, APIC_TRIGGER_EDGE, APIC_TRIGGER_LEVEL, type IoapicMessage,
+} from './apic-message.js';
 import { IrqchipError } from './irqchip-error.js';
+
+export type { IoapicMessage } from './apic-message.js';
 
 /** MMIO offsets within the IOAPIC window. */
 export const IOAPIC_REG_SELECT = 0x00; // IOREGSEL
@@ -39,32 +44,6 @@ export const IO_APIC_REDIR_LEVEL_TRIGGER = 0x08000;
 export const IO_APIC_REDIR_MASKED = 0x10000;
 /** Destination field: bits 63:56, i.e. 31:24 of the high dword. */
 export const IO_APIC_REDIR_DEST_SHIFT = 24;
-
-/** Delivery modes (3-bit field), Linux `enum apic_delivery_modes`; shared with the LAPIC's ICR. */
-export const APIC_DELIVERY_MODE_FIXED = 0;
-export const APIC_DELIVERY_MODE_LOWESTPRIO = 1;
-export const APIC_DELIVERY_MODE_SMI = 2;
-export const APIC_DELIVERY_MODE_NMI = 4;
-export const APIC_DELIVERY_MODE_INIT = 5;
-export const APIC_DELIVERY_MODE_STARTUP = 6;
-export const APIC_DELIVERY_MODE_EXTINT = 7;
-
-/** Destination modes, as the IOAPIC/ICR bit 11. */
-export const APIC_DEST_PHYSICAL = 0;
-export const APIC_DEST_LOGICAL = 1;
-/** Trigger modes, as bit 15. */
-export const APIC_TRIGGER_EDGE = 0;
-export const APIC_TRIGGER_LEVEL = 1;
-
-/** What a redirection entry sends on the APIC bus. */
-export interface IoapicMessage {
-  /** physical APIC ID (0xff: broadcast) or logical destination set, per `destMode` */
-  dest: number;
-  destMode: number;
-  deliveryMode: number;
-  vector: number;
-  trigger: number;
-}
 
 /** Bits of the low dword the guest can write (delivery status and remote IRR are read-only). */
 const REDIR_LOW_WRITABLE = IO_APIC_REDIR_VECTOR_MASK | (7 << IO_APIC_REDIR_DELIVERY_MODE_SHIFT)
