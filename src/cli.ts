@@ -9,7 +9,7 @@ import { KvmError } from './hypervisor/kvm/backend.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
 
-const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
+const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE] [--irqchip kernel|userspace]
   with no --kernel, boots the bundled default guest (a platform report)`;
 
 const EXIT_USAGE = 2;
@@ -20,7 +20,7 @@ async function run(argv: string[]): Promise<number> {
     options: {
       kernel: { type: 'string' }, initrd: { type: 'string' }, append: { type: 'string' },
       cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
-      'log-unclaimed': { type: 'boolean' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      'log-unclaimed': { type: 'boolean' }, irqchip: { type: 'string' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
     allowPositionals: false,
@@ -47,6 +47,10 @@ async function run(argv: string[]): Promise<number> {
   const consoleTarget: MachineConfig['console'] = consoleArg === 'stdout' ? { kind: 'stdout' }
     : consoleArg === 'none' ? { kind: 'none' } : { kind: 'file', path: consoleArg };
 
+  const irqchip = values.irqchip ?? 'kernel';
+  if (irqchip !== 'kernel' && irqchip !== 'userspace') {
+    throw new CliError(`--irqchip ${JSON.stringify(irqchip)}: give kernel (KVM's interrupt controllers) or userspace (tsvmm's)`);
+  }
   const invtsc = values['cpu-invtsc'] ?? 'auto';
   if (invtsc !== 'on' && invtsc !== 'off' && invtsc !== 'auto') {
     throw new CliError(`--cpu-invtsc ${JSON.stringify(invtsc)}: give on, off or auto`);
@@ -59,7 +63,7 @@ async function run(argv: string[]): Promise<number> {
   if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
   const machine = new Machine(hv, {
     kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
-    logUnclaimed: values['log-unclaimed'] ?? false, invtsc,
+    logUnclaimed: values['log-unclaimed'] ?? false, invtsc, irqchip,
   });
   const detachStdin = attachStdin(machine);
   // A bug of ours must not leave vCPU threads in KVM_RUN, where they would keep the process alive.

@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { BootError } from './boot-error.js';
-import { cpuidForVcpu, CPUID_80000007_EDX_INVTSC, hostHasInvariantTsc, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, setInvariantTsc, type CpuidEntry } from './cpuid.js';
+import { cpuidForVcpu, CPUID_80000007_EDX_INVTSC, hostHasInvariantTsc, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, setInvariantTsc, withoutInKernelApicFeatures, type CpuidEntry } from './cpuid.js';
 
 /**
  * KVM_GET_SUPPORTED_CPUID as returned on this project's CI/dev hosts (AMD EPYC under the nested
@@ -237,4 +237,16 @@ test('host INVTSC detection needs both constant_tsc and nonstop_tsc', () => {
   assert.equal(hostHasInvariantTsc('processor : 0\nflags : fpu tsc constant_tsc nonstop_tsc pni\n'), true);
   assert.equal(hostHasInvariantTsc('flags : fpu tsc constant_tsc\n'), false);
   assert.equal(hostHasInvariantTsc(''), false);
+});
+
+test('userspace irqchip CPUID: leaf 1 loses x2APIC and TSC-deadline, nothing else changes', () => {
+  const entries = [
+    { function: 1, index: 0, flags: 0, eax: 0x806f8, ebx: 0x800, ecx: 0xfffa3203, edx: 0x178bfbff },
+    { function: 7, index: 0, flags: 1, eax: 0, ebx: 0x1000000, ecx: 0x1000000, edx: 0 },
+  ];
+  const out = withoutInKernelApicFeatures(entries);
+  assert.equal(out[0]!.ecx, (0xfffa3203 & ~((1 << 21) | (1 << 24))) >>> 0);
+  assert.equal(out[0]!.edx, 0x178bfbff);
+  assert.deepEqual(out[1], entries[1]);
+  assert.equal(entries[0]!.ecx, 0xfffa3203, 'the input is not modified');
 });

@@ -186,3 +186,18 @@ export function hostHasInvariantTsc(cpuinfo: string): boolean {
   const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.split(/\s+/) ?? [];
   return flags.includes('constant_tsc') && flags.includes('nonstop_tsc');
 }
+
+/** CPUID.1:ECX bits that only KVM's in-kernel local APIC implements (SDM vol. 2A, CPUID leaf 1). */
+export const CPUID_1_ECX_X2APIC = 1 << 21;
+export const CPUID_1_ECX_TSC_DEADLINE = 1 << 24;
+
+/**
+ * CPUID for the VMM's own interrupt controllers (`--irqchip userspace`): no x2APIC (its MSRs are
+ * KVM's in-kernel APIC's) and no TSC-deadline timer (without an in-kernel APIC, KVM drops
+ * IA32_TSC_DEADLINE writes, and tsvmm does not filter that MSR to userspace yet).
+ */
+export function withoutInKernelApicFeatures(entries: readonly CpuidEntry[]): CpuidEntry[] {
+  return entries.map((e) => (e.function === 1
+    ? { ...e, ecx: (e.ecx & ~(CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE)) >>> 0 }
+    : { ...e }));
+}

@@ -33,7 +33,16 @@ export interface ExitHandlers {
   guestExit(vcpu: number, status: number, reason: string): void;
   /** the vCPU cannot go on (emulation failure, triple fault, failed entry); `report` is multi-line */
   fatal(vcpu: number, report: string): void;
+  // With the VMM's own interrupt controllers (start(..., 'userspace')):
+  /** The interrupt acknowledge cycle: the vector to inject now, or -1 when nothing is injectable any more. */
+  interruptAck?(vcpu: number): number;
+  /** The deadline given with setTimerDeadline passed: run the timers due (they may raise interrupts). */
+  timerDue?(vcpu: number): void;
+  /** The vCPU halted and nothing wakes it yet: an idle point for deferred work (see offerIdleWork). */
+  idle?(vcpu: number): void;
 }
+
+export type IrqchipMode = 'kernel' | 'userspace';
 
 /** Devices served on the vCPU thread itself, with no round trip to the main thread. */
 export type VcpuLocalDevice =
@@ -79,7 +88,24 @@ export interface HvVcpu {
   getSregs(): Sregs;
   /** Points the local APIC's LINT0 at ExtINT and LINT1 at NMI, as firmware does on the BSP. */
   setupLint(): void;
-  start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[]): Promise<void>;
+  /**
+   * Starts the vCPU thread. With `irqchip` 'userspace' the VMM emulates the interrupt controllers:
+   * HLT exits to the VMM, interrupts are injected when the guest can take them, and an AP waits
+   * for its STARTUP IPI (startupIpi) before it first runs.
+   */
+  start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[], irqchip?: IrqchipMode): Promise<void>;
+  // ---- the VMM's own interrupt controllers (start(..., 'userspace')); any thread may call these ----
+  /** Whether the controller has an interrupt for this vCPU; true makes it call interruptAck at its next window. */
+  setInterruptPending(pending: boolean): void;
+  /** The vCPU's next timer instant (process.hrtime.bigint() clock), or null; timerDue is called then, halted or not. */
+  setTimerDeadline(deadlineNs: bigint | null): void;
+  /** An INIT IPI: the vCPU resets and waits for a STARTUP IPI (an AP; INIT to the BSP stops the VM). */
+  initIpi(): void;
+  /** A STARTUP IPI: a vCPU waiting for one starts in real mode at `vector << 12`; otherwise ignored. */
+  startupIpi(vector: number): void;
+  nmi(): void;
+  /** Whether a halting vCPU should report its idle time (handlers.idle) before it sleeps. */
+  offerIdleWork(on: boolean): void;
   state(): VcpuRunState;
   kick(): void;
   pause(): Promise<void>;

@@ -38,7 +38,7 @@ test('ioctl numbers equal the values the C headers produce', () => {
     [io.KVM_GET_LAPIC, 0x8400ae8e], [io.KVM_SET_LAPIC, 0x4400ae8f], [io.KVM_ENABLE_CAP_VM, 0x4068aea3],
     [io.KVM_GET_VCPU_EVENTS, 0x8040ae9f], [io.KVM_SET_GUEST_DEBUG, 0x4048ae9b], [io.KVM_GET_CLOCK, 0x8030ae7c],
     [io.KVM_GET_DIRTY_LOG, 0x4010ae42], [io.KVM_GET_MSRS, 0xc008ae88], [io.KVM_SET_MSRS, 0x4008ae89],
-    [io.KVM_GET_FPU, 0x81a0ae8c], [io.KVM_GET_MP_STATE, 0x8004ae98], [io.KVM_SET_GSI_ROUTING, 0x4008ae6a],
+    [io.KVM_GET_FPU, 0x81a0ae8c], [io.KVM_INTERRUPT, 0x4004ae86], [io.KVM_NMI, 0xae9a], [io.KVM_GET_MP_STATE, 0x8004ae98], [io.KVM_SET_GSI_ROUTING, 0x4008ae6a],
   ];
   for (const [req, number] of expected) assert.equal(req.number.toString(16), number.toString(16), req.name);
 });

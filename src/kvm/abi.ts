@@ -224,6 +224,9 @@ export const kvm_signal_mask = layout('kvm_signal_mask', 4, { len: [0, 'u32'] })
 // struct kvm_mp_state
 export const kvm_mp_state = layout('kvm_mp_state', 4, { mp_state: [0, 'u32'] });
 
+// struct kvm_interrupt (KVM_INTERRUPT: the vector to inject, without an in-kernel irqchip)
+export const kvm_interrupt = layout('kvm_interrupt', 4, { irq: [0, 'u32'] });
+
 /** Exit reasons (KVM_EXIT_*, include/uapi/linux/kvm.h). */
 export const KVM_EXIT_UNKNOWN = 0;
 export const KVM_EXIT_EXCEPTION = 1;
@@ -287,7 +290,7 @@ export const KVM_CAP = {
   KVM_CAP_NR_VCPUS: 9, KVM_CAP_NR_MEMSLOTS: 10, KVM_CAP_PIT: 11, KVM_CAP_MP_STATE: 14, KVM_CAP_SET_GUEST_DEBUG: 23,
   KVM_CAP_IRQ_ROUTING: 25, KVM_CAP_IRQFD: 32, KVM_CAP_PIT2: 33, KVM_CAP_IOEVENTFD: 36,
   KVM_CAP_SET_IDENTITY_MAP_ADDR: 37, KVM_CAP_XEN_HVM: 38, KVM_CAP_ADJUST_CLOCK: 39, KVM_CAP_VCPU_EVENTS: 41,
-  KVM_CAP_READONLY_MEM: 81,
+  KVM_CAP_USER_NMI: 22, KVM_CAP_READONLY_MEM: 81,
   KVM_CAP_MAX_VCPUS: 66, KVM_CAP_SYNC_REGS: 74, KVM_CAP_SIGNAL_MSI: 77, KVM_CAP_MAX_VCPU_ID: 128,
   KVM_CAP_IMMEDIATE_EXIT: 136, KVM_CAP_X86_DISABLE_EXITS: 143, KVM_CAP_X86_USER_SPACE_MSR: 188,
   KVM_CAP_DIRTY_LOG_RING: 192,

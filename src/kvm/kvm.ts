@@ -228,6 +228,7 @@ export class KvmVcpu {
   readonly target: string;
   private readonly regsBuf = Buffer.alloc(abi.kvm_regs.sizeBytes);
   private readonly sregsBuf = Buffer.alloc(abi.kvm_sregs.sizeBytes);
+  private readonly interruptBuf = Buffer.alloc(abi.kvm_interrupt.sizeBytes);
 
   constructor(readonly index: number, readonly fd: number, readonly runHva: bigint, readonly runSizeBytes: number) {
     this.target = `vcpu ${index}`;
@@ -312,6 +313,20 @@ export class KvmVcpu {
     b.writeUInt32LE(libc.KERNEL_SIGSET_BYTES, abi.kvm_signal_mask.at.len);
     blockedSet.copy(b, abi.kvm_signal_mask.sizeBytes, 0, libc.KERNEL_SIGSET_BYTES);
     this.call(io.KVM_SET_SIGNAL_MASK, b, 'setting the signal mask used inside KVM_RUN');
+  }
+
+  /**
+   * KVM_INTERRUPT: queues external interrupt `vector` for injection at the next entry. Only
+   * without an in-kernel irqchip, and only when kvm_run.ready_for_interrupt_injection said so.
+   */
+  interrupt(vector: number): void {
+    this.interruptBuf.writeUInt32LE(vector, abi.kvm_interrupt.at.irq);
+    this.call(io.KVM_INTERRUPT, this.interruptBuf, `injecting interrupt vector ${vector}`);
+  }
+
+  /** KVM_NMI: queues an NMI for the next entry. */
+  nmi(): void {
+    this.call(io.KVM_NMI, 0, 'injecting an NMI');
   }
 
   /** Linear-to-physical translation through the guest's page tables (KVM_TRANSLATE). */

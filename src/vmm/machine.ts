@@ -3,14 +3,19 @@
 import { Bus } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
 import * as fs from 'node:fs';
-import { cpuidForVcpu, hostHasInvariantTsc, setInvariantTsc } from '../boot/cpuid.js';
+import { cpuidForVcpu, hostHasInvariantTsc, setInvariantTsc, withoutInKernelApicFeatures } from '../boot/cpuid.js';
 import * as layout from '../boot/layout.js';
 import { I8042 } from '../devices/i8042.js';
 import { Serial8250 } from '../devices/serial8250.js';
-import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, VcpuLocalDevice } from '../hypervisor/types.js';
+import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, IrqchipMode, VcpuLocalDevice } from '../hypervisor/types.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { ConsoleSink } from './console.js';
+import { DeferredWorkQueue } from './deferred-work.js';
 import { MemoryMap } from './memory-map.js';
+import { UserspaceIrqchip } from './userspace-irqchip.js';
+
+/** Deferred work waits at most this long for an idle vCPU. */
+const DEFERRED_WORK_MAX_DELAY_NS = 10_000_000n;
 
 /** Boot RAM regions are named ram0 (below the MMIO hole) and ram1 (from 4 GiB). */
 export const RAM_REGION_PREFIX = 'ram';
@@ -31,6 +36,11 @@ export interface MachineConfig {
   invtsc?: 'on' | 'off' | 'auto';
   /** tests: a port whose writes make the vCPU thread add 1 to RAX through the state cache */
   regsProbePort?: number;
+  /**
+   * Whose interrupt controllers: KVM's in-kernel PIC, IOAPIC, LAPICs and PIT ('kernel', the
+   * default), or tsvmm's own (src/vmm/userspace-irqchip.ts), with HLT exiting to the VMM.
+   */
+  irqchip?: IrqchipMode;
   /** tests: a port whose write of N makes the writing vCPU's thread kick vCPU N */
   kickPeerPort?: number;
   /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
@@ -58,6 +68,19 @@ export class Machine implements ExitHandlers {
   readonly vm: HvVm;
   /** the guest memory map: regions, memslots, dirty tracking (see memory-map.ts) */
   readonly memoryMap: MemoryMap;
+  /** tsvmm's own interrupt controllers, with `irqchip: 'userspace'` */
+  readonly irqchip: UserspaceIrqchip | null = null;
+  /**
+   * VMM work that can wait: run when a vCPU halts (userspace irqchip: HLT exits to the VMM), or at
+   * the item's deadline otherwise. Any subsystem may post to it.
+   */
+  readonly deferredWork = new DeferredWorkQueue({
+    nowNs: () => process.hrtime.bigint(),
+    defaultMaxDelayNs: DEFERRED_WORK_MAX_DELAY_NS,
+    armFallback: (deadlineNs) => this.armDeferredWorkFallback(deadlineNs),
+    onError: (name, e) => process.stderr.write(`tsvmm: deferred work "${name}" failed: ${(e as Error)?.message ?? String(e)}\n`),
+  });
+  private fallbackTimer: NodeJS.Timeout | null = null;
   private readonly console: ConsoleSink;
   private result: MachineResult | null = null;
   private finished!: (r: MachineResult) => void;
@@ -69,7 +92,11 @@ export class Machine implements ExitHandlers {
   constructor(private readonly hv: Hypervisor, readonly config: MachineConfig) {
     this.vm = hv.createVm();
     try {
-      this.vm.createInterruptControllers();
+      const userspaceIrqchip = config.irqchip === 'userspace';
+      if (userspaceIrqchip) {
+        this.irqchip = new UserspaceIrqchip({ cpus: config.cpus });
+        this.irqchip.register(this.pioBus, this.mmioBus);
+      } else this.vm.createInterruptControllers();
       // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB; one host allocation and one
       // region each, committed before any vCPU exists.
       this.memoryMap = new MemoryMap({ vm: this.vm, makeView: (hva, size) => hv.viewOf(hva, size), vcpus: () => this.vcpus });
@@ -89,7 +116,7 @@ export class Machine implements ExitHandlers {
           if (this.firstSerialByteNs === null) this.firstSerialByteNs = process.hrtime.bigint();
           this.console.write(b);
         },
-        setIrq: (level) => this.vm.irqLine(layout.COM1_IRQ, level),
+        setIrq: (level) => this.irqLine(layout.COM1_IRQ, level),
       });
       this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
       const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
@@ -104,14 +131,16 @@ export class Machine implements ExitHandlers {
       if (invtsc) {
         this.migrationBlockers.push('INVTSC is offered to the guest (--cpu-invtsc): a guest that relies on an invariant TSC cannot move to a host with another TSC rate');
       }
-      const supported = setInvariantTsc(hv.supportedCpuid(), invtsc);
+      let supported = setInvariantTsc(hv.supportedCpuid(), invtsc);
+      if (userspaceIrqchip) supported = withoutInKernelApicFeatures(supported);
       for (let i = 0; i < config.cpus; i++) {
         const v = this.vm.createVcpu(i);
         v.setCpuid(cpuidForVcpu(supported, i, config.cpus));
         this.vcpus.push(v);
       }
       const bsp = this.vcpus[0]!;
-      bsp.setupLint();
+      // KVM's LAPIC needs LINT0/LINT1 set as firmware leaves them; ours starts that way.
+      if (!userspaceIrqchip) bsp.setupLint();
       const state = this.guest.bootState(bsp.getSregs());
       bsp.setSregs(state.sregs);
       bsp.setRegs(state.regs);
@@ -132,7 +161,8 @@ export class Machine implements ExitHandlers {
     // All at once: an AP that is not in KVM_RUN yet when the BSP sends INIT/SIPI still gets them,
     // because the in-kernel LAPIC latches them until the AP runs.
     const ram = this.memoryMap.ramSpecs();
-    await Promise.all(this.vcpus.map((v) => v.start(this, ram, local)));
+    this.irqchip?.attach(this.vcpus);
+    await Promise.all(this.vcpus.map((v) => v.start(this, ram, local, this.config.irqchip ?? 'kernel')));
   }
 
   /** Resolves when the guest ends (debug-exit, reset) or a vCPU cannot go on. */
@@ -154,7 +184,8 @@ export class Machine implements ExitHandlers {
     if (!this.pioBus.access(port, isWrite, data)) this.noteUnclaimed('port', port, isWrite, data);
   }
 
-  mmio(_vcpu: number, gpa: number, isWrite: boolean, data: Uint8Array): void {
+  mmio(vcpu: number, gpa: number, isWrite: boolean, data: Uint8Array): void {
+    if (this.irqchip?.mmio(vcpu, gpa, isWrite, data)) return;
     // Memory in the current map: the vCPU hit the gap of a map change, or wrote to read-only memory.
     if (this.memoryMap.completeAgainstRam(gpa, isWrite, data)) return;
     if (!this.mmioBus.access(gpa, isWrite, data)) this.noteUnclaimed('mmio', gpa, isWrite, data);
@@ -170,12 +201,43 @@ export class Machine implements ExitHandlers {
     }
   }
 
+  interruptAck(vcpu: number): number {
+    return this.irqchip?.interruptAck(vcpu) ?? -1;
+  }
+
+  timerDue(vcpu: number): void {
+    this.irqchip?.timerDue(vcpu);
+  }
+
+  /** A halted vCPU hands its idle time to deferred work, up to its next timer. */
+  idle(vcpu: number): void {
+    const until = this.irqchip?.deadlineOf(vcpu) ?? null;
+    if (this.deferredWork.wantsIdleTime(until)) this.deferredWork.runIdle(until);
+  }
+
+  /** Drives interrupt line `gsi` of whichever interrupt controllers the machine has. */
+  irqLine(gsi: number, level: 0 | 1): void {
+    if (this.irqchip) this.irqchip.setIrq(gsi, level);
+    else this.vm.irqLine(gsi, level);
+  }
+
   guestExit(_vcpu: number, status: number, reason: string): void {
     this.end({ status, reason });
   }
 
   fatal(_vcpu: number, report: string): void {
     this.end({ status: 1, reason: 'vcpu stopped', fatal: report });
+  }
+
+  /** Halting vCPUs offer their time while work is queued; a timer runs it at its deadline anyway. */
+  private armDeferredWorkFallback(deadlineNs: bigint | null): void {
+    for (const v of this.vcpus) v.offerIdleWork(deadlineNs !== null);
+    if (this.fallbackTimer) clearTimeout(this.fallbackTimer);
+    this.fallbackTimer = null;
+    if (deadlineNs === null || this.stopped) return;
+    const ms = Math.max(0, Number(deadlineNs - process.hrtime.bigint()) / 1e6);
+    this.fallbackTimer = setTimeout(() => { this.fallbackTimer = null; this.deferredWork.runDue(); }, ms);
+    this.fallbackTimer.unref();
   }
 
   private end(r: MachineResult): void {
@@ -188,6 +250,7 @@ export class Machine implements ExitHandlers {
   async shutdown(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.fallbackTimer) clearTimeout(this.fallbackTimer);
     await Promise.all(this.vcpus.map((v) => v.stop()));
     this.console.flush();
     this.release();

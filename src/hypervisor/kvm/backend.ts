@@ -8,7 +8,7 @@ import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
 import { hostView, mapAnonymous, unmap } from '../../kvm/memory.js';
 import type {
-  CpuidEntry, ExitHandlers, HvMemslot, HvVcpu, HvVm, Hypervisor, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
+  CpuidEntry, ExitHandlers, HvMemslot, HvVcpu, HvVm, Hypervisor, IrqchipMode, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
 } from '../types.js';
 import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
 import {
@@ -200,6 +200,8 @@ class KvmVcpuHandle implements HvVcpu {
   private readonly ctrl = new Int32Array(this.control);
   private readonly ctrlBytes = new Uint8Array(this.control);
   private readonly ctrlBig = new BigInt64Array(this.control);
+  /** the mailbox data as one int32: the interrupt acknowledge answer */
+  private readonly mboxInt32 = new Int32Array(this.control, MBOX_DATA_BYTE_OFFSET, 1);
   private readonly run8: Uint8Array;
   private worker: Worker | null = null;
   private exited: Promise<void> = Promise.resolve();
@@ -210,6 +212,8 @@ class KvmVcpuHandle implements HvVcpu {
   constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly peers: () => VcpuPeer[]) {
     this.index = vcpu.index;
     this.run8 = new Uint8Array(vcpu.runView());
+    // No STARTUP IPI yet. Set here, before the thread exists: a SIPI may be posted while it starts.
+    Atomics.store(this.ctrl, CTRL.SIPI_VECTOR, -1);
   }
 
   /** What another vCPU's thread needs to kick this one. */
@@ -245,11 +249,12 @@ class KvmVcpuHandle implements HvVcpu {
     }
   }
 
-  async start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[]): Promise<void> {
+  async start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[], irqchip: IrqchipMode = 'kernel'): Promise<void> {
     this.handlers = handlers;
     const data: VcpuWorkerData = {
       index: this.index, fd: this.vcpu.fd, runHva: this.vcpu.runHva, runSizeBytes: this.vcpu.runSizeBytes,
       control: this.control, mapSeq: this.mapSeq, ram, localDevices: local, peers: this.peers(),
+      irqchip, waitForSipi: irqchip === 'userspace' && this.index !== 0,
     };
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
     this.worker = worker;
@@ -291,11 +296,18 @@ class KvmVcpuHandle implements HvVcpu {
       const addr = (ctrl[CTRL.MBOX_ADDR_LO]! >>> 0) + (ctrl[CTRL.MBOX_ADDR_HI]! >>> 0) * 0x1_0000_0000;
       const data = this.ctrlBytes.subarray(MBOX_DATA_BYTE_OFFSET, MBOX_DATA_BYTE_OFFSET + size);
       if (!isWrite) data.fill(0xff);
+      const h = this.handlers!;
       try {
-        if (kind === AccessKind.Pio) this.handlers!.pio(this.index, addr, isWrite, data);
-        else this.handlers!.mmio(this.index, addr, isWrite, data);
+        switch (kind) {
+          case AccessKind.Pio: h.pio(this.index, addr, isWrite, data); break;
+          case AccessKind.Mmio: h.mmio(this.index, addr, isWrite, data); break;
+          case AccessKind.Inta: this.mboxInt32[0] = h.interruptAck?.(this.index) ?? -1; break;
+          case AccessKind.TimerDue: h.timerDue?.(this.index); break;
+          case AccessKind.Idle: h.idle?.(this.index); break;
+        }
       } catch (e) {
-        this.handlers!.fatal(this.index, `device error on ${kind === AccessKind.Pio ? 'port' : 'gpa'} 0x${addr.toString(16)}: ${(e as Error).message}`);
+        const where = kind === AccessKind.Pio ? `port 0x${addr.toString(16)}` : kind === AccessKind.Mmio ? `gpa 0x${addr.toString(16)}` : `interrupt controller request ${kind}`;
+        h.fatal(this.index, `device error on ${where}: ${(e as Error).message}`);
       }
       Atomics.store(ctrl, CTRL.MBOX, Mbox.Response);
       Atomics.notify(ctrl, CTRL.MBOX);
@@ -312,12 +324,51 @@ class KvmVcpuHandle implements HvVcpu {
     return VCPU_STATE_NAMES[Atomics.load(this.ctrl, CTRL.STATE)]!;
   }
 
-  /** Forces the vCPU out of KVM_RUN (or makes its next entry return at once). */
+  /** Forces the vCPU out of KVM_RUN (or makes its next entry return at once, or wakes its halt). */
   kick(): void {
     Atomics.add(this.ctrl, CTRL.KICK_SEQ, 1);
     Atomics.store(this.run8, abi.kvm_run.at.immediate_exit, 1);
     const tid = Atomics.load(this.ctrlBig, CTRL.TID_BIGINT_SLOT);
     if (tid !== 0n) libc.pthreadKill(tid, SIG_KICK);
+    this.wake();
+  }
+
+  /** Wakes the vCPU thread if it sleeps in a halt (userspace irqchip); harmless otherwise. */
+  private wake(): void {
+    Atomics.add(this.ctrl, CTRL.HALT_WAKE, 1);
+    Atomics.notify(this.ctrl, CTRL.HALT_WAKE);
+  }
+
+  setInterruptPending(pending: boolean): void {
+    const was = Atomics.exchange(this.ctrl, CTRL.IRQ_PENDING, pending ? 1 : 0);
+    // A new interrupt must reach a guest that runs without exits: kick it out to inject.
+    if (pending && was === 0) this.kick();
+  }
+
+  setTimerDeadline(deadlineNs: bigint | null): void {
+    const next = deadlineNs ?? 0n;
+    const old = Atomics.exchange(this.ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT, next);
+    // The vCPU re-arms its timer at its next entry; one sooner than the armed one needs it now.
+    if (next !== 0n && (old === 0n || next < old)) this.kick();
+  }
+
+  initIpi(): void {
+    Atomics.store(this.ctrl, CTRL.INIT_PENDING, 1);
+    this.kick();
+  }
+
+  startupIpi(vector: number): void {
+    Atomics.store(this.ctrl, CTRL.SIPI_VECTOR, vector & 0xff);
+    this.kick();
+  }
+
+  nmi(): void {
+    Atomics.store(this.ctrl, CTRL.NMI_PENDING, 1);
+    this.kick();
+  }
+
+  offerIdleWork(on: boolean): void {
+    Atomics.store(this.ctrl, CTRL.WANTS_IDLE, on ? 1 : 0);
   }
 
   async runUntil(deadlineNs: bigint): Promise<{ lateNs: bigint }> {

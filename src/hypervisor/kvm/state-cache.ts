@@ -192,6 +192,16 @@ export class VcpuStateCache {
     this.dirtyFields[id] = 1;
   }
 
+  /** Replaces a whole group (e.g. the reset state on INIT); it is written back at the next flush. */
+  setGroup(name: GroupName, bytes: Uint8Array): void {
+    const g = GROUP_NAMES.indexOf(name);
+    const buf = this.buffers[g]!;
+    if (bytes.length !== buf.length) throw new Error(`vCPU state cache: group ${name} is ${buf.length} bytes, not ${bytes.length}`);
+    buf.set(bytes);
+    this.validGroups |= 1 << g;
+    this.dirtyGroups |= 1 << g;
+  }
+
   isDirty(name: FieldName): boolean {
     return this.dirtyFields[fieldId(name)] === 1;
   }

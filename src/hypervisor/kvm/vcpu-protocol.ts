@@ -40,6 +40,21 @@ export const CTRL = {
   DEADLINES_REACHED: 24,
   /** 1 while DEADLINE_BIGINT_SLOT holds a deadline (checked on every exit without reading a BigInt) */
   DEADLINE_ARMED: 25,
+  // ---- userspace interrupt controllers (VcpuWorkerData.irqchip === 'userspace') ----
+  /** 1 while the VMM's interrupt controller has an interrupt this vCPU could take */
+  IRQ_PENDING: 26,
+  /** bumped (and notified) by every kick, command and interrupt: a halted vCPU waits on it */
+  HALT_WAKE: 27,
+  /** an INIT IPI is pending (1): the vCPU resets and waits for a SIPI */
+  INIT_PENDING: 28,
+  /** the vector of a pending STARTUP IPI, or -1 */
+  SIPI_VECTOR: 29,
+  /** an NMI is pending (1) */
+  NMI_PENDING: 30,
+  /** 1 when the VMM has deferred work for idle vCPUs: a halting vCPU then reports its idle time */
+  WANTS_IDLE: 31,
+  /** the vCPU's next timer instant (LAPIC timer, PIT), CLOCK_MONOTONIC ns, 0 for none; BigInt64 slot 20 (byte 160) */
+  IRQ_DEADLINE_BIGINT_SLOT: 20,
   /** register snapshot area (byte offset 256): kvm_regs then kvm_sregs */
   REGS_BYTE_OFFSET: 256,
   /** per exit reason r (< STAT_REASONS): exits at Int32 slot STAT_EXIT_BASE + r, state syscalls at STAT_SYSCALL_BASE + r */
@@ -54,7 +69,12 @@ export const enum VcpuCommand { None = 0, Pause = 1, Resume = 2, Stop = 3, ReadR
 export const enum VcpuState { Created = 0, Running = 1, Paused = 2, Stopped = 3 }
 export const VCPU_STATE_NAMES = ['created', 'running', 'paused', 'stopped'] as const;
 export const enum Mbox { Idle = 0, Request = 1, Response = 2 }
-export const enum AccessKind { Pio = 1, Mmio = 2 }
+/**
+ * What the worker forwards through the mailbox: device accesses, and with a userspace irqchip the
+ * interrupt acknowledge cycle (the VMM answers the vector, as int32 data, -1 for none), a due
+ * timer, and an idle point (the vCPU halted; the VMM may run deferred work before answering).
+ */
+export const enum AccessKind { Pio = 1, Mmio = 2, Inta = 3, TimerDue = 4, Idle = 5 }
 
 /** Signal used to kick a vCPU out of KVM_RUN: SIGRTMIN + 6, clear of glibc's and Node's own use. */
 export const SIG_KICK = 40;
@@ -74,6 +94,10 @@ export interface VcpuWorkerData {
   localDevices: LocalDeviceSpec[];
   /** every vCPU of the VM by index (this one included), so this thread can kick any of them */
   peers: VcpuPeer[];
+  /** whose interrupt controllers: KVM's, or the VMM's (HLT then exits, interrupts come by KVM_INTERRUPT) */
+  irqchip: 'kernel' | 'userspace';
+  /** userspace irqchip: an AP that waits for its STARTUP IPI before it first runs */
+  waitForSipi: boolean;
 }
 
 /** What a thread needs to kick a vCPU: its control block (kick sequence, thread id) and kvm_run. */

@@ -89,6 +89,8 @@ function kickPeer(index: number): void {
   Atomics.store(p.run8, IMMEDIATE_EXIT, 1);
   const tid = Atomics.load(p.ctrlBig, CTRL.TID_BIGINT_SLOT);
   if (tid !== 0n) libc.pthreadKill(tid, SIG_KICK);
+  Atomics.add(p.ctrl, CTRL.HALT_WAKE, 1); // a vCPU halted in the VMM (userspace irqchip) wakes too
+  Atomics.notify(p.ctrl, CTRL.HALT_WAKE);
 }
 
 // ---- kick signal set-up -------------------------------------------------------------------
@@ -159,6 +161,159 @@ function forward(kind: AccessKind, addr: number, isWrite: boolean, bytes: Uint8A
   if (!isWrite) bytes.set(ctrlBytes.subarray(MBOX_DATA_BYTE_OFFSET, MBOX_DATA_BYTE_OFFSET + bytes.length));
   Atomics.store(ctrl, CTRL.MBOX, Mbox.Idle);
 }
+
+// ---- userspace interrupt controllers --------------------------------------------------------
+// With irqchip 'userspace' KVM has no PIC, IOAPIC or LAPIC: HLT exits here, interrupts are
+// injected with KVM_INTERRUPT when kvm_run says the guest can take one (asking for an interrupt
+// window otherwise), and the controllers themselves live on the main thread. This thread asks
+// them through the mailbox (AccessKind.Inta, TimerDue, Idle) and is told through the control
+// block (IRQ_PENDING, INIT_PENDING, SIPI_VECTOR, NMI_PENDING, IRQ_DEADLINE), with HALT_WAKE to
+// wake it while it sleeps in a halt. Spec: api.rst (KVM_INTERRUPT, request_interrupt_window,
+// ready_for_interrupt_injection, KVM_EXIT_HLT, KVM_EXIT_IRQ_WINDOW_OPEN); SDM vol. 3A 9.4 (INIT, SIPI).
+const USERSPACE_IRQCHIP = data.irqchip === 'userspace';
+const REQUEST_INTERRUPT_WINDOW = abi.kvm_run.at.request_interrupt_window;
+const READY_FOR_INJECTION = abi.kvm_run.at.ready_for_interrupt_injection;
+const IF_FLAG = abi.kvm_run.at.if_flag;
+const RFLAGS = fieldId('rflags');
+const RFLAGS_IF = 1n << 9n;
+const CS_SELECTOR = fieldId('cs.selector');
+const CS_BASE = fieldId('cs.base');
+/** The guest executed HLT and nothing has woken it yet (it does not enter KVM_RUN meanwhile). */
+let halted = false;
+/** An AP between INIT (or creation) and its STARTUP IPI. */
+let waitingForSipi = data.waitForSipi;
+/** The register state an INIT returns to: the vCPU's state at creation (APs are created in reset state). */
+let resetRegs: Uint8Array | null = null;
+let resetSregs: Uint8Array | null = null;
+/** The irq deadline this thread's irq timer is armed for (0: disarmed). */
+let irqTimerArmedNs = 0n;
+let irqTimerId = 0n;
+const irqTimerSpec = Buffer.alloc(libc.ITIMERSPEC_BYTES);
+const mboxVector = new Int32Array(data.control, MBOX_DATA_BYTE_OFFSET, 1);
+
+/** Asks the main thread something that is not a device access; returns the int32 answer. */
+function ask(kind: AccessKind): number {
+  forward(kind, 0, false, ioNone);
+  return mboxVector[0]!;
+}
+const ioNone = new Uint8Array(4);
+
+function setUpIrqTimer(): void {
+  const sev = Buffer.alloc(libc.SIGEVENT_BYTES);
+  sev.writeInt32LE(SIG_KICK, libc.SIGEVENT_SIGNO);
+  sev.writeInt32LE(libc.SIGEV_THREAD_ID, libc.SIGEVENT_NOTIFY);
+  sev.writeInt32LE(libc.gettid(), libc.SIGEVENT_TID);
+  const id = Buffer.alloc(8);
+  if (libc.timerCreate(libc.CLOCK_MONOTONIC, sev, id) !== 0) throw new Error(`timer_create (interrupt controller timer) failed: errno ${libc.errno()}`);
+  irqTimerId = id.readBigInt64LE(0) + 1n;
+}
+
+/** Arms this thread's irq timer for IRQ_DEADLINE when that moved, so KVM_RUN leaves on time. */
+function armIrqTimer(deadlineNs: bigint): void {
+  if (deadlineNs === irqTimerArmedNs) return;
+  irqTimerArmedNs = deadlineNs;
+  irqTimerSpec.fill(0);
+  irqTimerSpec.writeBigInt64LE(deadlineNs / 1_000_000_000n, 16);
+  irqTimerSpec.writeBigInt64LE(deadlineNs % 1_000_000_000n, 24);
+  syscalls.count();
+  if (libc.timerSettime(irqTimerId - 1n, libc.TIMER_ABSTIME, irqTimerSpec, null) !== 0) {
+    throw new Error(`timer_settime (interrupt controller deadline ${deadlineNs} ns) failed: errno ${libc.errno()}`);
+  }
+}
+
+/** The main thread's timers for this vCPU are due: let it run them (it may raise interrupts). */
+function runDueTimers(): void {
+  const deadline = Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT);
+  if (deadline !== 0n && process.hrtime.bigint() >= deadline) ask(AccessKind.TimerDue);
+}
+
+/** Whether something would end a HLT: an interrupt the guest accepts (IF set), an NMI, INIT, SIPI. */
+function wakesFromHalt(): boolean {
+  if (Atomics.load(ctrl, CTRL.NMI_PENDING) || Atomics.load(ctrl, CTRL.INIT_PENDING) || Atomics.load(ctrl, CTRL.SIPI_VECTOR) >= 0) return true;
+  return Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1 && (cache.getById(RFLAGS) & RFLAGS_IF) !== 0n;
+}
+
+/**
+ * Sleeps until HALT_WAKE moves (a kick, a command, an interrupt, INIT/SIPI) or the irq deadline
+ * passes, whichever is first; at most 50 ms at a time so nothing waits on a lost notify.
+ */
+function sleepUntilWoken(): void {
+  const wake = Atomics.load(ctrl, CTRL.HALT_WAKE);
+  if (wakesFromHalt() || Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None) return;
+  const deadline = Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT);
+  let timeoutMs = 50;
+  if (deadline !== 0n) {
+    const leftNs = deadline - process.hrtime.bigint();
+    if (leftNs <= 0n) return;
+    timeoutMs = Math.min(timeoutMs, Number(leftNs) / 1e6);
+  }
+  Atomics.wait(ctrl, CTRL.HALT_WAKE, wake, timeoutMs);
+}
+
+/**
+ * Before each entry: INIT and SIPI, a halt that nothing has ended yet, due timers, NMIs and
+ * interrupt injection. Returns false when the vCPU must not enter yet (the caller goes back to
+ * its command point, which also handles stop and pause).
+ */
+function prepareEntry(): boolean {
+  if (Atomics.exchange(ctrl, CTRL.INIT_PENDING, 0) === 1) {
+    if (data.index === 0 || resetRegs === null || resetSregs === null) {
+      fatal('INIT IPI to the bootstrap processor: tsvmm does not reset the BSP; the VM is stopped');
+      throw new VcpuStop();
+    }
+    cache.setGroup('regs', resetRegs);
+    cache.setGroup('sregs', resetSregs);
+    waitingForSipi = true;
+    halted = false;
+  }
+  if (waitingForSipi) {
+    const vector = Atomics.exchange(ctrl, CTRL.SIPI_VECTOR, -1);
+    if (vector < 0) {
+      sleepUntilWoken();
+      return false;
+    }
+    // SDM 9.4.4: the AP starts in real mode at CS = vector << 8 (base vector << 12), IP = 0.
+    cache.setById(CS_SELECTOR, BigInt(vector << 8));
+    cache.setById(CS_BASE, BigInt(vector) << 12n);
+    cache.setById(RIP, 0n);
+    waitingForSipi = false;
+  } else Atomics.store(ctrl, CTRL.SIPI_VECTOR, -1); // a SIPI outside wait-for-SIPI is ignored
+  runDueTimers();
+  if (halted) {
+    if (!wakesFromHalt()) {
+      sleepUntilWoken();
+      runDueTimers();
+      if (!wakesFromHalt()) return false;
+    }
+    halted = false;
+  }
+  if (Atomics.exchange(ctrl, CTRL.NMI_PENDING, 0) === 1) {
+    syscalls.count();
+    vcpu.nmi();
+  }
+  if (Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1) {
+    // As QEMU does (kvm_arch_pre_run): inject when KVM says the guest can take it, and keep an
+    // interrupt window open while anything is still pending.
+    if (run8[READY_FOR_INJECTION] && run8[IF_FLAG]) {
+      const vector = ask(AccessKind.Inta);
+      if (vector >= 0) {
+        syscalls.count();
+        vcpu.interrupt(vector);
+      }
+    }
+    run8[REQUEST_INTERRUPT_WINDOW] = Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1 ? 1 : 0;
+  } else run8[REQUEST_INTERRUPT_WINDOW] = 0;
+  armIrqTimer(Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT));
+  return true;
+}
+
+/** HLT exited to the VMM: an idle point. Deferred work first, if the VMM has any. */
+function onHalt(): void {
+  halted = true;
+  if (Atomics.load(ctrl, CTRL.WANTS_IDLE) === 1 && !wakesFromHalt()) ask(AccessKind.Idle);
+}
+
+class VcpuStop extends Error {}
 
 // ---- exits ---------------------------------------------------------------------------------
 let guestExitStatus = -1;
@@ -270,9 +425,16 @@ function dispatch(): boolean {
       mmio();
       return true;
     case abi.KVM_EXIT_HLT:
+      if (USERSPACE_IRQCHIP) {
+        onHalt();
+        return true;
+      }
       // Only without an in-kernel LAPIC; nothing will ever wake this vCPU, so treat it as power-off.
       post({ type: 'guest-exit', status: 0, reason: 'hlt with no interrupt controller' });
       return false;
+    case abi.KVM_EXIT_IRQ_WINDOW_OPEN:
+      // The guest can take an interrupt now; prepareEntry injects it.
+      return true;
     case abi.KVM_EXIT_SHUTDOWN:
       fatal('KVM_EXIT_SHUTDOWN: the guest triple-faulted (an exception it could not handle); the VM is stopped');
       return false;
@@ -369,6 +531,7 @@ function loop(): void {
     Atomics.store(ctrl, CTRL.KICK_ACK, Atomics.load(ctrl, CTRL.KICK_SEQ));
     checkDeadline();
     if (Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None && !handleCommands()) return;
+    if (USERSPACE_IRQCHIP && !prepareEntry()) continue;
     cache.flush();
     mapSeqAtEntry = Atomics.load(mapSeq, 0);
     // KVM_RUN straight through the libc binding: the hot path skips the wrapper's extra calls.
@@ -404,14 +567,23 @@ function loop(): void {
 try {
   setUpKickSignal();
   setUpDeadlineTimer();
+  if (USERSPACE_IRQCHIP) {
+    setUpIrqTimer();
+    if (data.index !== 0) {
+      // Created in reset state: what an INIT brings the AP back to.
+      resetRegs = Uint8Array.from(cache.group('regs'));
+      resetSregs = Uint8Array.from(cache.group('sregs'));
+    }
+  }
   // Sync regs come back in kvm_run on every exit; the hot path then needs no KVM_GET_REGS.
   run.setBigUint64(abi.kvm_run.at.kvm_valid_regs, BigInt(VcpuStateCache.SYNC_ON_EXIT), true);
   setState(VcpuState.Running);
   post({ type: 'ready' });
   loop();
 } catch (e) {
-  post({ type: 'error', message: (e as Error).message });
+  if (!(e instanceof VcpuStop)) post({ type: 'error', message: (e as Error).message });
 } finally {
+  if (irqTimerId !== 0n) libc.timerDelete(irqTimerId - 1n);
   const timer = Atomics.load(ctrlBig, CTRL.TIMER_BIGINT_SLOT);
   if (timer !== 0n) {
     Atomics.store(ctrlBig, CTRL.TIMER_BIGINT_SLOT, 0n);

@@ -1,0 +1,105 @@
+// The userspace irqchip's wiring, with recording vCPUs: which vCPU is told an interrupt is
+// pending, what the INTA cycle returns, where timer deadlines, INIT and SIPI go, as a PC's
+// guest code drives them. The device models have their own tests in src/devices/; what KVM does
+// with injected vectors is tested on real KVM in tests/irqchip.test.ts.
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { Bus } from '../bus/bus.js';
+import {
+  APIC_DEST_ALLBUT, APIC_DM_INIT, APIC_DM_STARTUP, APIC_EOI, APIC_ICR, APIC_ICR2, APIC_INT_ASSERT, APIC_LVTT, APIC_SPIV,
+  APIC_SPIV_APIC_ENABLED, APIC_TDCR, APIC_TMICT,
+} from '../devices/lapic.js';
+import type { HvVcpu } from '../hypervisor/types.js';
+import { UserspaceIrqchip } from './userspace-irqchip.js';
+
+const LAPIC = 0xfee0_0000;
+
+class RecordingVcpu {
+  pending = false;
+  deadline: bigint | null = null;
+  readonly events: string[] = [];
+  setInterruptPending(p: boolean) { this.pending = p; }
+  setTimerDeadline(d: bigint | null) { this.deadline = d; }
+  initIpi() { this.events.push('init'); }
+  startupIpi(v: number) { this.events.push(`sipi ${v}`); }
+  nmi() { this.events.push('nmi'); }
+}
+
+function rig(cpus: number) {
+  const clock = { now: 1_000_000n };
+  const chip = new UserspaceIrqchip({ cpus, nowNs: () => clock.now });
+  const pio = new Bus('pio');
+  const mmio = new Bus('mmio');
+  chip.register(pio, mmio);
+  const vcpus = Array.from({ length: cpus }, () => new RecordingVcpu());
+  chip.attach(vcpus as unknown as HvVcpu[]);
+  const out = (port: number, v: number) => pio.access(port, true, Uint8Array.of(v));
+  const lapicWrite = (cpu: number, reg: number, v: number) => {
+    const d = new Uint8Array(4);
+    new DataView(d.buffer).setUint32(0, v >>> 0, true);
+    assert.equal(chip.mmio(cpu, LAPIC + reg, true, d), true, `LAPIC write ${reg.toString(16)} claimed`);
+  };
+  return { clock, chip, vcpus, out, lapicWrite };
+}
+
+test('an ISA line through the 8259 pair reaches the BSP as its INTR (LINT0 virtual wire), and INTA gives the PIC vector', () => {
+  const { chip, vcpus, out } = rig(2);
+  // Linux's init_8259A: ICW1-4 on both chips, vectors 0x30/0x38, all lines unmasked on the master but 2.
+  for (const [base, icw2, icw3] of [[0x20, 0x30, 0x04], [0xa0, 0x38, 0x02]] as const) {
+    out(base, 0x11); out(base + 1, icw2); out(base + 1, icw3); out(base + 1, 0x01);
+  }
+  out(0x21, 0x00);
+  out(0xa1, 0x00);
+  assert.equal(vcpus[0]!.pending, false);
+  chip.setIrq(4, 1); // COM1
+  assert.equal(vcpus[0]!.pending, true, 'the BSP is told');
+  assert.equal(vcpus[1]!.pending, false, 'an AP is not: its LINT0 is masked');
+  assert.equal(chip.interruptAck(0), 0x34);
+  assert.equal(vcpus[0]!.pending, false, 'in service: nothing more until EOI');
+  chip.setIrq(4, 0);
+  out(0x20, 0x20); // non-specific EOI
+  chip.setIrq(4, 1);
+  assert.equal(vcpus[0]!.pending, true);
+});
+
+test('the LAPIC timer sets its vCPU\'s deadline; timerDue at it makes the vector injectable', () => {
+  const { chip, vcpus, lapicWrite, clock } = rig(2);
+  lapicWrite(1, APIC_SPIV, APIC_SPIV_APIC_ENABLED | 0xff);
+  lapicWrite(1, APIC_TDCR, 0xb); // divide by 1
+  lapicWrite(1, APIC_LVTT, 0x40); // one-shot, vector 0x40
+  lapicWrite(1, APIC_TMICT, 1000); // 1000 bus clocks at 1 GHz = 1 µs
+  assert.equal(vcpus[1]!.deadline, clock.now + 1000n);
+  assert.equal(vcpus[0]!.deadline, null, 'the BSP has no timer armed');
+  chip.timerDue(1);
+  assert.equal(vcpus[1]!.pending, false, 'not due yet');
+  clock.now += 1000n;
+  chip.timerDue(1);
+  assert.equal(vcpus[1]!.pending, true);
+  assert.equal(vcpus[1]!.deadline, null, 'one-shot: disarmed');
+  assert.equal(chip.interruptAck(1), 0x40);
+  assert.equal(chip.interruptAck(1), -1, 'nothing else');
+  lapicWrite(1, APIC_EOI, 0);
+});
+
+test('INIT and STARTUP from the BSP\'s ICR reach every other vCPU', () => {
+  const { vcpus, lapicWrite } = rig(3);
+  lapicWrite(0, APIC_SPIV, APIC_SPIV_APIC_ENABLED | 0xff);
+  lapicWrite(0, APIC_ICR2, 0);
+  lapicWrite(0, APIC_ICR, APIC_DEST_ALLBUT | APIC_INT_ASSERT | APIC_DM_INIT);
+  lapicWrite(0, APIC_ICR, APIC_DEST_ALLBUT | APIC_INT_ASSERT | APIC_DM_STARTUP | 0x9);
+  lapicWrite(0, APIC_ICR, APIC_DEST_ALLBUT | APIC_INT_ASSERT | APIC_DM_STARTUP | 0x9);
+  assert.deepEqual(vcpus[0]!.events, [], 'not the sender');
+  assert.deepEqual(vcpus[1]!.events, ['init', 'sipi 9'], 'the second SIPI finds it running');
+  assert.deepEqual(vcpus[2]!.events, ['init', 'sipi 9']);
+});
+
+test('the LAPIC page answers only for the vCPU that accesses it, and the IOAPIC is on the MMIO bus', () => {
+  const { chip } = rig(2);
+  const d = new Uint8Array(4);
+  assert.equal(chip.mmio(1, LAPIC + 0x20, false, d), true);
+  assert.equal(new DataView(d.buffer).getUint32(0, true) >>> 24, 1, 'vCPU 1 reads APIC ID 1');
+  assert.equal(chip.mmio(0, LAPIC + 0x20, false, d), true);
+  assert.equal(new DataView(d.buffer).getUint32(0, true) >>> 24, 0);
+  assert.equal(chip.mmio(0, 0xfed0_0000, false, d), false, 'not the APIC page');
+  assert.equal(chip.mmio(5, LAPIC, false, d), false, 'no such vCPU');
+});
