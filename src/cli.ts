@@ -7,8 +7,10 @@ import { KvmHypervisor } from './hypervisor/kvm/backend.js';
 import { KvmError } from './hypervisor/kvm/backend.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
+import { parseDiskSpec, prepareVirtio } from './vmm/virtio-options.js';
 
 const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
+                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH]
   with no --kernel, boots the bundled default guest (a platform report)`;
 
 const EXIT_USAGE = 2;
@@ -20,6 +22,7 @@ async function run(argv: string[]): Promise<number> {
       kernel: { type: 'string' }, initrd: { type: 'string' }, append: { type: 'string' },
       cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
       'log-unclaimed': { type: 'boolean' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      disk: { type: 'string', multiple: true }, rng: { type: 'boolean' }, 'console-socket': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -50,13 +53,29 @@ async function run(argv: string[]): Promise<number> {
   if (invtsc !== 'on' && invtsc !== 'off' && invtsc !== 'auto') {
     throw new CliError(`--cpu-invtsc ${JSON.stringify(invtsc)}: give on, off or auto`);
   }
-  const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
-  const maxVcpus = hv.maxVcpus();
-  if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
-  const machine = new Machine(hv, {
-    kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
-    logUnclaimed: values['log-unclaimed'] ?? false, invtsc,
+  // Every input is checked (and every disk opened) before /dev/kvm: mistakes show on any machine.
+  const virtio = prepareVirtio({
+    disks: (values.disk ?? []).map(parseDiskSpec),
+    rng: values.rng ?? false,
+    consoleSocket: values['console-socket'] ?? null,
   });
+  let machine: Machine;
+  try {
+    const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
+    const maxVcpus = hv.maxVcpus();
+    if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
+    await virtio.listen();
+    machine = new Machine(hv, {
+      kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
+      logUnclaimed: values['log-unclaimed'] ?? false, invtsc, virtio: virtio.configs,
+    });
+  } catch (e) {
+    // The machine closes its virtio devices itself; before it exists, they are ours to close.
+    for (const c of virtio.configs) {
+      try { c.close?.(); } catch { /* exiting anyway */ }
+    }
+    throw e;
+  }
   const detachStdin = attachStdin(machine);
   // A bug of ours must not leave vCPU threads in KVM_RUN, where they would keep the process alive.
   const onCrash = (e: unknown) => {
@@ -107,6 +126,9 @@ function formatStats(machine: Machine): string {
     syscalls += t.syscalls;
   }
   lines.push(`syscalls/exit: ${exits ? (syscalls / exits).toFixed(2) : '0'}`);
+  for (const s of machine.virtioSlots) {
+    lines.push(`virtio slot ${s.index} (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
+  }
   return lines.join('\n') + '\n';
 }
 

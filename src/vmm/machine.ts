@@ -1,5 +1,5 @@
 // A tsvmm machine: one VM with its RAM, in-kernel interrupt controllers and PIT, COM1, i8042,
-// debug-exit, and N vCPU threads. Builds the guest's boot state and runs it until it ends.
+// debug-exit, virtio-mmio devices (virtio-devices.ts), and N vCPU threads. Builds the guest's boot state and runs it until it ends.
 import { Bus } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
 import * as fs from 'node:fs';
@@ -10,6 +10,7 @@ import { Serial8250 } from '../devices/serial8250.js';
 import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, RamSlot, VcpuLocalDevice } from '../hypervisor/types.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { ConsoleSink } from './console.js';
+import { attachVirtioDevices, virtioAcpiDevices, type VirtioSlot, type VirtioSlotConfig } from './virtio-devices.js';
 
 export interface MachineConfig {
   kernel: Uint8Array;
@@ -29,6 +30,11 @@ export interface MachineConfig {
   regsProbePort?: number;
   /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
   regsProbeVia?: 'cache' | 'ioctl';
+  /**
+   * virtio devices, in slot order (slot n at VIRTIO_MMIO_BASE_GPA + n * VIRTIO_MMIO_STRIDE_BYTES,
+   * GSI VIRTIO_MMIO_FIRST_IRQ + n). The machine closes them when it goes, even if it fails to start.
+   */
+  virtio?: readonly VirtioSlotConfig[];
 }
 
 export interface MachineResult {
@@ -50,6 +56,8 @@ export class Machine implements ExitHandlers {
   readonly migrationBlockers: string[] = [];
   /** the hypervisor VM, for wiring devices (ioeventfd, irqfd) */
   readonly vm: HvVm;
+  /** the virtio devices in their slots (empty without config.virtio) */
+  virtioSlots: readonly VirtioSlot[] = [];
   private readonly ram: RamSlot[] = [];
   private readonly freeRam: Array<() => void> = [];
   private readonly console: ConsoleSink;
@@ -57,11 +65,17 @@ export class Machine implements ExitHandlers {
   private finished!: (r: MachineResult) => void;
   private readonly done = new Promise<MachineResult>((res) => { this.finished = res; });
   private stopped = false;
+  private virtioClosed = false;
   private readonly startedAtNs = process.hrtime.bigint();
   firstSerialByteNs: bigint | null = null;
 
   constructor(private readonly hv: Hypervisor, readonly config: MachineConfig) {
-    this.vm = hv.createVm();
+    try {
+      this.vm = hv.createVm();
+    } catch (e) {
+      this.closeVirtioConfigs();
+      throw e;
+    }
     try {
       this.vm.createInterruptControllers();
       // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB.
@@ -89,10 +103,13 @@ export class Machine implements ExitHandlers {
       this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
       const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
       this.pioBus.insert(layout.I8042_DATA_PORT, 5, 'i8042', i8042);
+      const virtio = config.virtio ?? [];
+      if (virtio.length > 0) this.virtioSlots = attachVirtioDevices(virtio, this.vm, this.memory, this.mmioBus);
 
       this.guest = loadGuest(this.memory, {
         kernel: config.kernel, kernelName: config.kernelName, initrd: config.initrd ?? null,
         cmdline: config.cmdline, cpus: config.cpus, memoryBytes: config.memoryBytes,
+        virtioMmio: virtioAcpiDevices(virtio.length),
       });
 
       const invtsc = (config.invtsc ?? 'auto') === 'auto' ? hostInvariantTsc() : config.invtsc === 'on';
@@ -190,10 +207,28 @@ export class Machine implements ExitHandlers {
 
   private release(): void {
     try { this.console?.close(); } catch { /* already closed */ }
+    // Before the VM and RAM go: no socket input or device completion may touch guest RAM after.
+    this.closeVirtioConfigs();
     try { this.vm.close(); } catch { /* fds already gone */ }
     this.memory?.detach();
     for (const f of this.freeRam) f();
     this.freeRam.length = 0;
+  }
+
+  /** Closes every virtio slot, and the host side of devices that never got one (a failed start). */
+  private closeVirtioConfigs(): void {
+    if (this.virtioClosed) return;
+    this.virtioClosed = true;
+    const configs = this.config.virtio ?? [];
+    configs.forEach((c, i) => {
+      try {
+        const slot = this.virtioSlots?.[i];
+        if (slot) slot.close();
+        else c.close?.();
+      } catch (e) {
+        process.stderr.write(`tsvmm: closing virtio device ${c.label}: ${(e as Error).message}\n`);
+      }
+    });
   }
 
   elapsedToFirstSerialByteMs(): number | null {
