@@ -60,18 +60,20 @@ async function run(argv: string[]): Promise<number> {
     consoleSocket: values['console-socket'] ?? null,
   });
   let machine: Machine;
+  let handedOver = false;
   try {
     const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
     const maxVcpus = hv.maxVcpus();
     if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
     await virtio.listen();
+    handedOver = true; // from here the machine closes the devices, even when it fails to start
     machine = new Machine(hv, {
       kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
       logUnclaimed: values['log-unclaimed'] ?? false, invtsc, virtio: virtio.configs,
     });
   } catch (e) {
-    // The machine closes its virtio devices itself; before it exists, they are ours to close.
-    for (const c of virtio.configs) {
+    // Before they are handed to the machine, the opened disks and the socket are ours to close.
+    if (!handedOver) for (const c of virtio.configs) {
       try { c.close?.(); } catch { /* exiting anyway */ }
     }
     throw e;

@@ -215,20 +215,20 @@ export class Machine implements ExitHandlers {
     this.freeRam.length = 0;
   }
 
-  /** Closes every virtio slot, and the host side of devices that never got one (a failed start). */
+  /** Detaches every virtio slot, then closes each device's host side (disk file, socket) once. */
   private closeVirtioConfigs(): void {
     if (this.virtioClosed) return;
     this.virtioClosed = true;
-    const configs = this.config.virtio ?? [];
-    configs.forEach((c, i) => {
-      try {
-        const slot = this.virtioSlots?.[i];
-        if (slot) slot.close();
-        else c.close?.();
-      } catch (e) {
+    for (const slot of this.virtioSlots ?? []) {
+      try { slot.detach(); } catch (e) {
+        process.stderr.write(`tsvmm: detaching virtio slot ${slot.index} (${slot.config.label}): ${(e as Error).message}\n`);
+      }
+    }
+    for (const c of this.config.virtio ?? []) {
+      try { c.close?.(); } catch (e) {
         process.stderr.write(`tsvmm: closing virtio device ${c.label}: ${(e as Error).message}\n`);
       }
-    });
+    }
   }
 
   elapsedToFirstSerialByteMs(): number | null {

@@ -21,7 +21,7 @@ export interface VirtioSlotConfig {
   readonly device: VirtioDevice;
   /** For logs and stats: "block disk.img", "rng", "console /run/vm.sock". */
   readonly label: string;
-  /** Stops the device's host side (closes a disk image, a listening socket); called once, at shutdown. */
+  /** Stops the device's host side (closes a disk image, a listening socket). The machine calls it once, at shutdown, after detaching the slot. */
   readonly close?: () => void;
 }
 
@@ -62,7 +62,7 @@ export class VirtioSlot implements BusDevice {
   /** The last driver error (the device then shows DEVICE_NEEDS_RESET), for diagnostics. */
   lastError: VirtioError | null = null;
   private readonly removers: Array<() => void> = [];
-  private closed = false;
+  private detached = false;
 
   constructor(readonly index: number, readonly config: VirtioSlotConfig, vm: HvVm, memory: GuestMemory, bus: Bus) {
     const where = virtioSlot(index);
@@ -115,20 +115,20 @@ export class VirtioSlot implements BusDevice {
   }
 
   /**
-   * Stops the host side first (no socket input or completion may touch guest RAM after this),
-   * resets the transport so the device drops its rings, then removes the eventfds.
+   * Takes the device off the machine: resets the transport, so the device drops its rings and no
+   * later host input or completion touches guest RAM, then removes the eventfds. The host side
+   * (config.close) is the caller's to close.
    */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    try { this.config.close?.(); } finally {
-      this.transport.reset();
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    try { this.transport.reset(); } finally {
       this.removeEventFds();
     }
   }
 }
 
-/** Puts each device in the next slot, in order; refuses more than the machine has. */
+/** Puts each device in the next slot, in order; refuses more than the machine has. On failure, nothing stays attached. */
 export function attachVirtioDevices(configs: readonly VirtioSlotConfig[], vm: HvVm, memory: GuestMemory, bus: Bus): VirtioSlot[] {
   if (configs.length > layout.VIRTIO_MMIO_SLOTS) {
     throw new RangeError(`${configs.length} virtio devices: the machine has ${layout.VIRTIO_MMIO_SLOTS} virtio-mmio slots`);
@@ -137,7 +137,7 @@ export function attachVirtioDevices(configs: readonly VirtioSlotConfig[], vm: Hv
   try {
     configs.forEach((c, i) => slots.push(new VirtioSlot(i, c, vm, memory, bus)));
   } catch (e) {
-    for (const s of slots) s.close();
+    for (const s of slots) s.detach();
     throw e;
   }
   return slots;
