@@ -1,5 +1,6 @@
 // A tsvmm machine: one VM with its RAM, in-kernel interrupt controllers and PIT, COM1, i8042,
-// debug-exit, virtio-mmio devices (virtio-devices.ts), and N vCPU threads. Builds the guest's boot state and runs it until it ends.
+// debug-exit, virtio-mmio devices (virtio-devices.ts), and N vCPU threads. Builds the guest's boot
+// state and runs it until it ends.
 import { Bus } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
 import * as fs from 'node:fs';
