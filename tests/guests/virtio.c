@@ -21,6 +21,15 @@
  * and finally "virtio: N devices, E errors\n". Exit status: E (0 when every check passed).
  *
  * CPL0 work: only the interrupt wait (~20 emulated instructions); all polling is at CPL3.
+ *
+ * The driver also runs against QEMU's virtio-mmio devices, built for microvm's layout (same
+ * flags as build.ts plus -DVIRTIO_MMIO_BASE_GPA=0xfeb00000ul -DVIRTIO_MMIO_STRIDE_BYTES=0x200ul;
+ * microvm also puts transport n on GSI 16 + n):
+ *   qemu-system-x86_64 -M microvm,ioapic2=off -m 256M -nodefaults -no-user-config -nographic
+ *   -serial stdio -global virtio-mmio.force-legacy=false -device isa-debug-exit,iobase=0xf4,iosize=4
+ *   -drive id=d0,file=disk.img,format=raw,if=none -device virtio-blk-device,drive=d0
+ *   -device virtio-rng-device -kernel virtio-qemu.elf      (exits with status 2E+1)
+ * (QEMU fills the slots from the last one down, so the devices show up in slots 7, 6, ...)
  */
 #include "common/guest.h"
 #include "common/virtio-mmio.h"
