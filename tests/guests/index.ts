@@ -22,6 +22,7 @@ export const GUEST_NAMES = [
   'reset',
   'bad-insn',
   'virtio',
+  'virtio-qemu',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];
@@ -34,10 +35,12 @@ export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld'] as const;
 const EXTRA_SOURCES: Partial<Record<GuestName, readonly string[]>> = {
   smp: ['smp-trampoline.S'],
   virtio: ['common/virtio-mmio.c'],
+  'virtio-qemu': ['common/virtio-mmio.c'],
 };
 /** Headers beyond COMMON_INPUTS that one guest's image depends on, relative to tests/guests/. */
 const EXTRA_INPUTS: Partial<Record<GuestName, readonly string[]>> = {
   virtio: ['common/virtio-mmio.h'],
+  'virtio-qemu': ['common/virtio-mmio.h', 'virtio.c'],
 };
 
 export type GuestErrorKind = 'unknown-guest' | 'missing-tool' | 'build-failed';

@@ -20,16 +20,18 @@
  *               default 20000), then sends "echo: LINE\n" back
  * and finally "virtio: N devices, E errors\n". Exit status: E (0 when every check passed).
  *
+ * With `bench_blk=N` on the command line it does only this instead: N 4 KiB reads from the first
+ * block device, one at a time (submit, QueueNotify, poll the used ring), then prints
+ * "bench: N block reads\n" and exits 0 (bench/run.ts times it against N=0, tsvmm against QEMU).
+ *
  * CPL0 work: only the interrupt wait (~20 emulated instructions); all polling is at CPL3.
  *
- * The driver also runs against QEMU's virtio-mmio devices, built for microvm's layout (same
- * flags as build.ts plus -DVIRTIO_MMIO_BASE_GPA=0xfeb00000ul -DVIRTIO_MMIO_STRIDE_BYTES=0x200ul;
- * microvm also puts transport n on GSI 16 + n):
+ * The same program built for QEMU microvm's virtio-mmio layout is `virtio-qemu` (virtio-qemu.c):
  *   qemu-system-x86_64 -M microvm,ioapic2=off -m 256M -nodefaults -no-user-config -nographic
  *   -serial stdio -global virtio-mmio.force-legacy=false -device isa-debug-exit,iobase=0xf4,iosize=4
  *   -drive id=d0,file=disk.img,format=raw,if=none -device virtio-blk-device,drive=d0
- *   -device virtio-rng-device -kernel virtio-qemu.elf      (exits with status 2E+1)
- * (QEMU fills the slots from the last one down, so the devices show up in slots 7, 6, ...)
+ *   -device virtio-rng-device -kernel .cache/guests/virtio-qemu.elf      (exits with status 2E+1)
+ * (QEMU fills its transports from the last one down, so the devices show up in slots 7, 6, ...)
  */
 #include "common/guest.h"
 #include "common/virtio-mmio.h"
@@ -371,12 +373,41 @@ static void exercise_console(struct virtio_dev *d) {
 		error("console: the echo was not taken");
 }
 
+/* N 4 KiB reads, one in flight, from sectors 0, 8, 16, ... wrapping at the disk's end. */
+static int bench_block(struct virtio_dev *d, u64 n) {
+	blk_vq = &blk_vqs[0];
+	if (!virtio_init(d, 0, blk_vq, 1))
+		return 1;
+	u64 sectors = virtio_config_read64(d, 0) / 8 * 8;
+	if (sectors < 8) {
+		print("bench: disk smaller than 4 KiB\n");
+		return 1;
+	}
+	static u8 buf[4096] __attribute__((aligned(4096)));
+	struct vq_buf bufs[3] = {{&blk_hdr, sizeof(blk_hdr), false}, {buf, sizeof(buf), true}, {&blk_status, 1, true}};
+	blk_hdr.type = VIRTIO_BLK_T_IN;
+	for (u64 i = 0; i < n; i++) {
+		blk_hdr.sector = (i * 8) % sectors;
+		blk_status = NO_STATUS;
+		if (!vq_transfer(d, blk_vq, bufs, 3, NULL, REQUEST_TIMEOUT_US) || *(volatile u8 *)&blk_status != VIRTIO_BLK_S_OK) {
+			print("bench: read ");
+			print_dec(i);
+			print(" failed\n");
+			return 1;
+		}
+	}
+	print("bench: ");
+	print_dec(n);
+	print(" block reads\n");
+	return 0;
+}
+
 int guest_main(void) {
 	struct virtio_dev devs[VIRTIO_MMIO_SLOTS];
 	u32 count = 0;
 	for (u32 slot = 0; slot < VIRTIO_MMIO_SLOTS; slot++) {
 		struct virtio_dev *d = &devs[count];
-		if (!virtio_probe(slot, d))
+		if (!virtio_probe(virtio_slot_gpa(slot), virtio_slot_gsi(slot), slot, d))
 			continue;
 		print("slot ");
 		print_dec(slot);
@@ -388,6 +419,14 @@ int guest_main(void) {
 		print_dec(d->gsi);
 		print("\n");
 		count++;
+	}
+	u64 bench_n;
+	if (cmdline_u64("bench_blk", &bench_n)) {
+		for (u32 i = 0; i < count; i++)
+			if (devs[i].device_id == VIRTIO_ID_BLOCK)
+				return bench_block(&devs[i], bench_n);
+		print("bench: no block device\n");
+		return 1;
 	}
 	u32 blocks = 0;
 	for (u32 i = 0; i < count; i++) {

@@ -8,10 +8,10 @@
 
 #define barrier() __asm__ volatile("" ::: "memory")
 
-bool virtio_probe(u32 slot, struct virtio_dev *d) {
+bool virtio_probe(u64 base_gpa, u32 gsi, u32 slot, struct virtio_dev *d) {
 	d->slot = slot;
-	d->base = VIRTIO_MMIO_BASE_GPA + slot * VIRTIO_MMIO_STRIDE_BYTES;
-	d->gsi = VIRTIO_MMIO_FIRST_IRQ + slot;
+	d->base = base_gpa;
+	d->gsi = gsi;
 	if (virtio_read(d, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC)
 		return false; /* empty slot: all-ones (or 0 on other VMMs) */
 	u32 version = virtio_read(d, VIRTIO_MMIO_VERSION);

@@ -17,8 +17,8 @@
 #include "guest.h"
 
 /* ---- tsvmm's slots (must agree with src/boot/layout.ts; tests/virtio.test.ts checks) ---- */
-/* (Overridable with -D only to point the same driver at another VMM's layout, e.g. QEMU microvm's
- * 0xfeb00000 / 0x200 / 5 with ioapic2=off; the images tsvmm's tests boot use these values.) */
+/* (A guest may define them first to drive another VMM's layout: virtio-qemu.c uses QEMU microvm's
+ * 0xfeb00000 / 0x200 / 16. The driver itself takes each slot's address from its caller.) */
 #ifndef VIRTIO_MMIO_BASE_GPA
 #define VIRTIO_MMIO_BASE_GPA 0xd0000000ul
 #endif
@@ -132,8 +132,11 @@ struct vq_buf {
 static inline u32 virtio_read(const struct virtio_dev *d, u32 reg) { return mmio_read32(d->base + reg); }
 static inline void virtio_write(const struct virtio_dev *d, u32 reg, u32 v) { mmio_write32(d->base + reg, v); }
 
-/* Reads slot `slot`'s identity; false (and *d untouched but for base/slot) if no device is there. */
-bool virtio_probe(u32 slot, struct virtio_dev *d);
+/* The slot's window and GSI in the layout above. */
+static inline u64 virtio_slot_gpa(u32 slot) { return VIRTIO_MMIO_BASE_GPA + slot * VIRTIO_MMIO_STRIDE_BYTES; }
+static inline u32 virtio_slot_gsi(u32 slot) { return VIRTIO_MMIO_FIRST_IRQ + slot; }
+/* Reads the identity of the window at `base_gpa`; false (with only base, gsi and slot set) if no device is there. */
+bool virtio_probe(u64 base_gpa, u32 gsi, u32 slot, struct virtio_dev *d);
 /* Reset, ACKNOWLEDGE, DRIVER, features (VIRTIO_F_VERSION_1 must be offered; only `wanted` bits
  * the device offers are accepted), FEATURES_OK checked, queues 0..nq-1 set up on `queues`,
  * DRIVER_OK. Interrupts are suppressed on every queue (VIRTQ_AVAIL_F_NO_INTERRUPT) until a caller
