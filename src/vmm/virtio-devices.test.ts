@@ -76,6 +76,8 @@ test('slot layout: one page per slot in the 32-bit MMIO hole below the IOAPIC, G
   assert.deepEqual(last, { gpa: 0xd000_7000, sizeBytes: 0x200, gsi: 23 });
   assert.ok(first.gpa >= layout.MMIO_HOLE_START_GPA && last.gpa + 0x1000 <= layout.IOAPIC_GPA);
   assert.throws(() => virtioSlot(layout.VIRTIO_MMIO_SLOTS), RangeError);
+  // Edge: the irqfd pulses the pin (no resample fd), which a level-programmed pin could lose.
+  assert.deepEqual(virtioAcpiDevices(1), [{ gpa: 0xd000_0000, sizeBytes: 0x200, irq: 16, trigger: 'edge' }]);
   // Every slot filled is still a valid set of ACPI tables (GSIs free, windows disjoint).
   const tables = buildAcpiTables({ cpus: 2, virtioMmio: virtioAcpiDevices(layout.VIRTIO_MMIO_SLOTS) });
   const dsdt = tables.tables.find((t) => t.signature === 'DSDT')!;
