@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { guestPath } from '../tests/guests/index.js';
 import { REGS_PROBE_PORT, regsProbeGuest } from '../tests/guests/generated.js';
 import { runGuestFile, runImage, waitFor } from '../tests/run-guest.js';
+import { openDisk, parseDiskSpec } from '../src/vmm/virtio-options.js';
 import { buildKvmLoop, repoRoot } from './build.js';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -131,7 +132,53 @@ async function kicks(): Promise<void> {
   console.log(`kicks: lost=${lost} p99=${p(0.99).toFixed(1)}`);
 }
 
-const BENCHES: Record<string, () => Promise<void>> = { startup, exits, regs, kicks };
+/**
+ * virtio-blk request round trip: N 4 KiB reads, one in flight, by the `virtio` guest (bench_blk=N)
+ * from a 16 MiB raw image, tsvmm (ioeventfd doorbell, the device on the main thread, polled used
+ * ring) against QEMU microvm's virtio-blk on the same file (its `virtio-qemu` build), interleaved,
+ * each as the difference between N reads and none so start-up cancels.
+ */
+async function block(): Promise<void> {
+  const qemu = spawnSync('qemu-system-x86_64', ['--version']);
+  if (qemu.status !== 0) {
+    console.log('block: skipped (no qemu-system-x86_64; apt-get install qemu-system-x86)');
+    return;
+  }
+  const N = Number(process.env.BENCH_BLOCK_READS ?? 20_000);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const disk = path.join(repoRoot, '.cache', 'bench-block.img');
+  fs.writeFileSync(disk, '');
+  fs.truncateSync(disk, 16 << 20);
+  const tsvmmRun = async (n: number) => {
+    const t0 = process.hrtime.bigint();
+    const r = await runGuestFile(guestPath('virtio'), {
+      cmdline: `bench_blk=${n}`, timeoutMs: 600000, virtio: [openDisk(parseDiskSpec(disk), 0).config],
+    });
+    if (r.status !== 0 || !r.serial.includes(`bench: ${n} block reads`)) throw new Error(`tsvmm block run failed: ${r.serial}`);
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const qemuRun = (n: number) => {
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync('qemu-system-x86_64', ['-M', 'microvm,ioapic2=off', '-accel', 'kvm', '-cpu', 'host,-arch-capabilities', '-m', '256M',
+      '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
+      '-global', 'virtio-mmio.force-legacy=false', '-drive', `id=d0,file=${disk},format=raw,if=none`, '-device', 'virtio-blk-device,drive=d0',
+      '-kernel', guestPath('virtio-qemu'), '-append', `bench_blk=${n}`], { encoding: 'utf8' });
+    // isa-debug-exit: the guest's status 0 is QEMU's 1.
+    if (r.status !== 1 || !r.stdout.includes(`bench: ${n} block reads`)) throw new Error(`qemu block run failed (${r.status}): ${r.stdout}${r.stderr}`);
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const t: number[] = [];
+  const q: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    t.push((await tsvmmRun(N)) - (await tsvmmRun(0)));
+    q.push(qemuRun(N) - qemuRun(0));
+    console.log(`block round ${i + 1}: tsvmm ${(t[i]! * 1e3 / N).toFixed(2)} µs/read, qemu ${(q[i]! * 1e3 / N).toFixed(2)} µs/read`);
+  }
+  console.log(`block: tsvmm median ${(median(t) * 1e3 / N).toFixed(2)} µs/read, qemu median ${(median(q) * 1e3 / N).toFixed(2)} µs/read (${N} reads of 4 KiB, ${rounds} rounds)`);
+  console.log(`block: tsvmm/qemu = ${(median(t) / median(q)).toFixed(3)}`);
+}
+
+const BENCHES: Record<string, () => Promise<void>> = { startup, exits, regs, kicks, block };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(BENCHES)) {

@@ -8,8 +8,10 @@ import { KvmHypervisor } from './hypervisor/kvm/backend.js';
 import { KvmError } from './hypervisor/kvm/backend.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
+import { parseDiskSpec, prepareVirtio } from './vmm/virtio-options.js';
 
-const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE] [--irqchip kernel|userspace]
+const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
+                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--irqchip kernel|userspace]
   with no --kernel, boots the bundled default guest (a platform report)`;
 
 const EXIT_USAGE = 2;
@@ -21,6 +23,7 @@ async function run(argv: string[]): Promise<number> {
       kernel: { type: 'string' }, initrd: { type: 'string' }, append: { type: 'string' },
       cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
       'log-unclaimed': { type: 'boolean' }, irqchip: { type: 'string' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      disk: { type: 'string', multiple: true }, rng: { type: 'boolean' }, 'console-socket': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -55,16 +58,33 @@ async function run(argv: string[]): Promise<number> {
   if (invtsc !== 'on' && invtsc !== 'off' && invtsc !== 'auto') {
     throw new CliError(`--cpu-invtsc ${JSON.stringify(invtsc)}: give on, off or auto`);
   }
-  // Every input is checked before /dev/kvm is opened, so a mistake is reported the same way on
-  // a machine without KVM, and no RAM is mapped for a guest that cannot boot.
+  // Every input is checked (and every disk opened) before /dev/kvm, so a mistake is reported the
+  // same way on a machine without KVM, and no RAM is mapped for a guest that cannot boot.
   checkGuest({ kernel, kernelName, initrd, cmdline, cpus, memoryBytes });
-  const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
-  const maxVcpus = hv.maxVcpus();
-  if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
-  const machine = new Machine(hv, {
-    kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
-    logUnclaimed: values['log-unclaimed'] ?? false, invtsc, irqchip,
+  const virtio = prepareVirtio({
+    disks: (values.disk ?? []).map(parseDiskSpec),
+    rng: values.rng ?? false,
+    consoleSocket: values['console-socket'] ?? null,
   });
+  let machine: Machine;
+  let handedOver = false;
+  try {
+    const hv = KvmHypervisor.open(process.env.TSVMM_KVM_DEVICE);
+    const maxVcpus = hv.maxVcpus();
+    if (cpus > maxVcpus) throw new CliError(`--cpus ${cpus}: this host's KVM allows at most ${maxVcpus} vCPUs; give --cpus 1 to ${maxVcpus}`);
+    await virtio.listen();
+    handedOver = true; // from here the machine closes the devices, even when it fails to start
+    machine = new Machine(hv, {
+      kernel, kernelName, initrd, cmdline, cpus, memoryBytes, console: consoleTarget,
+      logUnclaimed: values['log-unclaimed'] ?? false, invtsc, irqchip, virtio: virtio.configs,
+    });
+  } catch (e) {
+    // Before they are handed to the machine, the opened disks and the socket are ours to close.
+    if (!handedOver) for (const c of virtio.configs) {
+      try { c.close?.(); } catch { /* exiting anyway */ }
+    }
+    throw e;
+  }
   const detachStdin = attachStdin(machine);
   // A bug of ours must not leave vCPU threads in KVM_RUN, where they would keep the process alive.
   const onCrash = (e: unknown) => {
@@ -115,6 +135,9 @@ function formatStats(machine: Machine): string {
     syscalls += t.syscalls;
   }
   lines.push(`syscalls/exit: ${exits ? (syscalls / exits).toFixed(2) : '0'}`);
+  for (const s of machine.virtioSlots) {
+    lines.push(`virtio slot ${s.index} (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
+  }
   return lines.join('\n') + '\n';
 }
 

@@ -125,3 +125,87 @@ test('console reader going away (EPIPE) neither crashes nor hangs tsvmm', { skip
   assert.equal(status, 0, stderr);
   assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
 });
+
+// ---- virtio options: every mistake is reported before /dev/kvm is opened, so these pass on any machine ----
+
+test('bad input: --disk file missing', () => {
+  assertUsageError(tsvmm(['run', '--disk', path.join(tmp, 'no-disk.img')]), /--disk .*no-disk\.img: .*no such file.*truncate/);
+});
+
+test('bad input: --disk is a directory', () => {
+  assertUsageError(tsvmm(['run', '--disk', tmp]), /--disk .*: is a directory; give a raw disk image file/);
+});
+
+test('bad input: --disk with an unknown option', () => {
+  const img = path.join(tmp, 'opt.img');
+  fs.writeFileSync(img, Buffer.alloc(64 * 1024));
+  assertUsageError(tsvmm(['run', '--disk', `${img},rw`]), /--disk .*opt\.img,rw: unknown disk option "rw"; the options are readonly and serial=ID/);
+  assertUsageError(tsvmm(['run', '--disk', `${img},serial=${'x'.repeat(21)}`]), /serial must be 1 to 20/);
+  assertUsageError(tsvmm(['run', '--disk', ',readonly']), /--disk ,readonly: no path/);
+});
+
+test('bad input: --disk not a regular file', () => {
+  assertUsageError(tsvmm(['run', '--disk', '/dev/null']), /--disk \/dev\/null: not a regular file/);
+});
+
+test('bad input: the same --disk twice', () => {
+  const img = path.join(tmp, 'twice.img');
+  fs.writeFileSync(img, Buffer.alloc(64 * 1024));
+  assertUsageError(tsvmm(['run', '--disk', img, '--disk', `${img},readonly`]), /the same file as --disk .*twice\.img/);
+});
+
+test('bad input: more virtio devices than slots', () => {
+  const disks = Array.from({ length: 8 }, (_, i) => {
+    const img = path.join(tmp, `many-${i}.img`);
+    fs.writeFileSync(img, Buffer.alloc(4096));
+    return ['--disk', img];
+  }).flat();
+  assertUsageError(tsvmm(['run', ...disks, '--rng']), /9 virtio devices .*8 virtio-mmio slots/);
+});
+
+/** A directory and files an unprivileged user (65534) can reach, for permission tests run as root. */
+function worldDir(name: string): string {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.chmodSync(tmp, 0o755);
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
+/** Root ignores file modes: permission tests then run the CLI as nobody. */
+const asUnprivileged = process.getuid?.() === 0 ? { asUser: 65534 } : {};
+
+test('bad input: --disk on a read-only file without ,readonly', () => {
+  const img = path.join(worldDir('ro'), 'ro.img');
+  fs.writeFileSync(img, Buffer.alloc(64 * 1024));
+  fs.chmodSync(img, 0o444);
+  assertUsageError(tsvmm(['run', '--disk', img], asUnprivileged), /--disk .*ro\.img: not writable \(permission denied\); add ,readonly/);
+  // With ,readonly it passes every disk check and gets as far as opening KVM (a missing device here).
+  const r = tsvmm(['run', '--disk', `${img},readonly`], { ...asUnprivileged, env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } });
+  assertUsageError(r, /open\(.*no-kvm\)/);
+});
+
+test('bad input: --disk unreadable', () => {
+  const img = path.join(worldDir('unreadable'), 'secret.img');
+  fs.writeFileSync(img, Buffer.alloc(4096));
+  fs.chmodSync(img, 0o200);
+  assertUsageError(tsvmm(['run', '--disk', `${img},readonly`], asUnprivileged), /--disk .*secret\.img,readonly: cannot read it \(permission denied\)/);
+});
+
+test('bad input: --console-socket path already in use', () => {
+  const sock = path.join(tmp, 'taken.sock');
+  fs.writeFileSync(sock, '');
+  assertUsageError(tsvmm(['run', '--console-socket', sock]), /--console-socket .*taken\.sock: already exists.*remove it or give another path/);
+});
+
+test('bad input: --console-socket in a missing directory', () => {
+  assertUsageError(tsvmm(['run', '--console-socket', path.join(tmp, 'no-such-dir', 'vm.sock')]), /--console-socket .*vm\.sock: directory .*no-such-dir does not exist; create it/);
+});
+
+test('bad input: --console-socket path too long for a Unix socket', () => {
+  assertUsageError(tsvmm(['run', '--console-socket', path.join(tmp, 'x'.repeat(120))]), /longer than the 107 bytes/);
+});
+
+test('bad input: virtio mistakes are found with no usable /dev/kvm (checked first)', () => {
+  const r = tsvmm(['run', '--disk', path.join(tmp, 'nope.img')], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } });
+  assertUsageError(r, /--disk .*nope\.img/);
+});

@@ -3,12 +3,15 @@ import * as fs from 'node:fs';
 import { KvmHypervisor } from '../src/hypervisor/kvm/backend.js';
 import type { VcpuStats } from '../src/hypervisor/types.js';
 import { Machine, type MachineResult } from '../src/vmm/machine.js';
+import type { VirtioSlotConfig } from '../src/vmm/virtio-devices.js';
 
 export interface GuestRun extends MachineResult {
   serial: string;
   unclaimed: Map<string, number>;
   stats: VcpuStats[];
   migrationBlockers: string[];
+  /** per virtio slot: QueueNotify writes taken by ioeventfds and those that exited, interrupts sent */
+  virtio: Array<{ label: string; notifyEvents: bigint; notifyExits: number; interrupts: number }>;
 }
 
 export interface RunOptions {
@@ -23,14 +26,23 @@ export interface RunOptions {
   kickPeerPort?: number;
   regsProbeVia?: 'cache' | 'ioctl';
   invtsc?: 'on' | 'off' | 'auto';
+  /** virtio devices, in slot order (the machine closes them) */
+  virtio?: readonly VirtioSlotConfig[];
 }
 
 export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
-  const hv = KvmHypervisor.open();
+  let hv: KvmHypervisor;
+  try {
+    hv = KvmHypervisor.open();
+  } catch (e) {
+    for (const c of opts.virtio ?? []) c.close?.(); // the machine would have closed them
+    throw e;
+  }
   const m = new Machine(hv, {
     kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
     regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc, kickPeerPort: opts.kickPeerPort,
+    virtio: opts.virtio,
   });
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -40,7 +52,8 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     });
     if (opts.during) await Promise.race([opts.during(m), timeout]);
     const r = await Promise.race([m.wait(), timeout]);
-    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed, stats: m.vcpus.map((v) => v.stats()), migrationBlockers: [...m.migrationBlockers] };
+    const virtio = m.virtioSlots.map((v) => ({ label: v.config.label, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
+    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed, stats: m.vcpus.map((v) => v.stats()), migrationBlockers: [...m.migrationBlockers], virtio };
   } finally {
     clearTimeout(timer);
     await m.shutdown();

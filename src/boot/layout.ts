@@ -36,10 +36,17 @@ export function ramRegions(memoryBytes: number): Array<{ gpa: number; sizeBytes:
   if (memoryBytes > low) regions.push({ gpa: HIGH_RAM_START_GPA, sizeBytes: memoryBytes - low });
   return regions;
 }
-/** virtio-mmio windows, 4 KiB apart, on IRQs from VIRTIO_MMIO_FIRST_IRQ. */
+/**
+ * virtio-mmio slots: slot n's register window is at VIRTIO_MMIO_BASE_GPA + n * VIRTIO_MMIO_STRIDE_BYTES
+ * (0x200 bytes used: registers and config space), its interrupt on IOAPIC GSI VIRTIO_MMIO_FIRST_IRQ + n.
+ * One page per slot, so a guest can map each on its own. GSIs 16-23 are IOAPIC-only pins (KVM routes
+ * 0-15 to the 8259s too) with no ISA meaning, and clear of COM1 (4), the SCI (9) and the PIT (2).
+ * The slots are fixed so a test guest can probe them without parsing the DSDT (tests/guests/common/virtio-mmio.h).
+ */
 export const VIRTIO_MMIO_BASE_GPA = 0xd000_0000;
 export const VIRTIO_MMIO_STRIDE_BYTES = 0x1000;
-export const VIRTIO_MMIO_FIRST_IRQ = 5;
+export const VIRTIO_MMIO_SLOTS = 8;
+export const VIRTIO_MMIO_FIRST_IRQ = 16;
 /** Platform MMIO (KVM's in-kernel chips answer here). */
 export const IOAPIC_GPA = 0xfec0_0000;
 export const LAPIC_GPA = 0xfee0_0000;

@@ -3,7 +3,7 @@
 // 64-bit boot protocol). Specs: Documentation/arch/x86/boot.rst; Xen docs/misc/pvh.pandoc.
 import type { Regs, Sregs } from '../hypervisor/types.js';
 import { RamLayout, type BootMemory } from '../memory/guest-memory.js';
-import { buildAcpiTables } from './acpi.js';
+import { buildAcpiTables, type VirtioMmioAcpiDevice } from './acpi.js';
 import { BootError } from './boot-error.js';
 import { buildBootParams, chooseInitrdGpa, checkKernelFits, encodeCmdline } from './bootparams.js';
 import { parseBzImage } from './bzimage.js';
@@ -19,6 +19,8 @@ export interface GuestImage {
   cmdline: string;
   cpus: number;
   memoryBytes: number;
+  /** virtio-mmio devices for the DSDT (LNRO0005 entries); none leaves the tables as without virtio. */
+  virtioMmio?: readonly VirtioMmioAcpiDevice[];
 }
 
 export interface LoadedGuest {
@@ -50,7 +52,7 @@ export function checkGuest(image: GuestImage): void {
 
 export function loadGuest(mem: BootMemory, image: GuestImage): LoadedGuest {
   const e820 = buildE820Map(image.memoryBytes);
-  const acpi = buildAcpiTables({ cpus: image.cpus });
+  const acpi = buildAcpiTables({ cpus: image.cpus, virtioMmio: image.virtioMmio ?? [] });
   writeBootGdt(mem);
   mem.write(acpi.baseGpa, acpi.bytes);
   if (isElf(image.kernel)) return loadPvhElf(mem, image, e820, acpi.rsdpGpa);

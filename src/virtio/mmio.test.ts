@@ -310,3 +310,17 @@ test('status bits only accumulate until reset; the driver cannot set NEEDS_RESET
   s.driver.write32(m.VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_FEATURES_OK);
   assert.equal(s.driver.status & VIRTIO_CONFIG_S_FEATURES_OK, 0, 'no VERSION_1 accepted yet');
 });
+
+test('notifyQueue (an ioeventfd took the QueueNotify write) acts like the register write, with the same checks', () => {
+  const s = setup('edge');
+  s.transport.notifyQueue(0);
+  assert.deepEqual(s.device.log, [], 'ignored before DRIVER_OK');
+  const ring = bringUp(s);
+  const b = s.alloc.alloc(4);
+  ring.add([{ gpa: b, len: 4 }], [{ gpa: b + 4, len: 4 }]);
+  s.transport.notifyQueue(0);
+  s.transport.notifyQueue(5); // no such queue
+  assert.deepEqual(s.device.log.slice(2), ['notify 0']);
+  assert.equal(ring.getBuf()?.len, 4);
+  assert.deepEqual(s.irq, [1]);
+});

@@ -259,6 +259,15 @@ export class VirtioMmio implements BusDevice {
     }
   }
 
+  /**
+   * A QueueNotify for `queueIndex` that did not come through write(): the VMM's ioeventfd on the
+   * QueueNotify register took the guest's write in the hypervisor (no exit) and reports it here.
+   * Same checks as the register write.
+   */
+  notifyQueue(queueIndex: number): void {
+    this.queueNotify(queueIndex);
+  }
+
   private queueNotify(v: number): void {
     if (!this.deviceActive || this.status & VIRTIO_CONFIG_S_NEEDS_RESET) return;
     const q = this.queues[v & 0xffff];

@@ -1,5 +1,6 @@
 // A tsvmm machine: one VM with its RAM, in-kernel interrupt controllers and PIT, COM1, i8042,
-// debug-exit, and N vCPU threads. Builds the guest's boot state and runs it until it ends.
+// debug-exit, virtio-mmio devices (virtio-devices.ts), and N vCPU threads. Builds the guest's boot
+// state and runs it until it ends.
 import { Bus } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
 import * as fs from 'node:fs';
@@ -10,6 +11,7 @@ import { Serial8250 } from '../devices/serial8250.js';
 import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, IrqchipMode, VcpuLocalDevice } from '../hypervisor/types.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { ConsoleSink } from './console.js';
+import { attachVirtioDevices, virtioAcpiDevices, type VirtioSlot, type VirtioSlotConfig } from './virtio-devices.js';
 import { DeferredWorkQueue } from './deferred-work.js';
 import { MemoryMap } from './memory-map.js';
 import { UserspaceIrqchip } from './userspace-irqchip.js';
@@ -45,6 +47,11 @@ export interface MachineConfig {
   kickPeerPort?: number;
   /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
   regsProbeVia?: 'cache' | 'ioctl';
+  /**
+   * virtio devices, in slot order (slot n at VIRTIO_MMIO_BASE_GPA + n * VIRTIO_MMIO_STRIDE_BYTES,
+   * GSI VIRTIO_MMIO_FIRST_IRQ + n). The machine closes them when it goes, even if it fails to start.
+   */
+  virtio?: readonly VirtioSlotConfig[];
 }
 
 export interface MachineResult {
@@ -81,16 +88,24 @@ export class Machine implements ExitHandlers {
     onError: (name, e) => process.stderr.write(`tsvmm: deferred work "${name}" failed: ${(e as Error)?.message ?? String(e)}\n`),
   });
   private fallbackTimer: NodeJS.Timeout | null = null;
+  /** the virtio devices in their slots (empty without config.virtio) */
+  virtioSlots: readonly VirtioSlot[] = [];
   private readonly console: ConsoleSink;
   private result: MachineResult | null = null;
   private finished!: (r: MachineResult) => void;
   private readonly done = new Promise<MachineResult>((res) => { this.finished = res; });
   private stopped = false;
+  private virtioClosed = false;
   private readonly startedAtNs = process.hrtime.bigint();
   firstSerialByteNs: bigint | null = null;
 
   constructor(private readonly hv: Hypervisor, readonly config: MachineConfig) {
-    this.vm = hv.createVm();
+    try {
+      this.vm = hv.createVm();
+    } catch (e) {
+      this.closeVirtioConfigs();
+      throw e;
+    }
     try {
       const userspaceIrqchip = config.irqchip === 'userspace';
       if (userspaceIrqchip) {
@@ -121,10 +136,15 @@ export class Machine implements ExitHandlers {
       this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
       const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
       this.pioBus.insert(layout.I8042_DATA_PORT, 5, 'i8042', i8042);
+      const virtio = config.virtio ?? [];
+      const chip = this.irqchip;
+      const pulse = chip ? (gsi: number) => ({ trigger: () => { chip.setIrq(gsi, 1); chip.setIrq(gsi, 0); }, remove: () => {} }) : undefined;
+      if (virtio.length > 0) this.virtioSlots = attachVirtioDevices(virtio, this.vm, this.memory, this.mmioBus, pulse);
 
       this.guest = loadGuest(this.memory, {
         kernel: config.kernel, kernelName: config.kernelName, initrd: config.initrd ?? null,
         cmdline: config.cmdline, cpus: config.cpus, memoryBytes: config.memoryBytes,
+        virtioMmio: virtioAcpiDevices(virtio.length),
       });
 
       const invtsc = (config.invtsc ?? 'auto') === 'auto' ? hostInvariantTsc() : config.invtsc === 'on';
@@ -262,8 +282,26 @@ export class Machine implements ExitHandlers {
 
   private release(): void {
     try { this.console?.close(); } catch { /* already closed */ }
+    // Before the VM and RAM go: no socket input or device completion may touch guest RAM after.
+    this.closeVirtioConfigs();
     try { this.vm.close(); } catch { /* fds already gone */ }
     this.memoryMap?.close();
+  }
+
+  /** Detaches every virtio slot, then closes each device's host side (disk file, socket) once. */
+  private closeVirtioConfigs(): void {
+    if (this.virtioClosed) return;
+    this.virtioClosed = true;
+    for (const slot of this.virtioSlots ?? []) {
+      try { slot.detach(); } catch (e) {
+        process.stderr.write(`tsvmm: detaching virtio slot ${slot.index} (${slot.config.label}): ${(e as Error).message}\n`);
+      }
+    }
+    for (const c of this.config.virtio ?? []) {
+      try { c.close?.(); } catch (e) {
+        process.stderr.write(`tsvmm: closing virtio device ${c.label}: ${(e as Error).message}\n`);
+      }
+    }
   }
 
   elapsedToFirstSerialByteMs(): number | null {

@@ -9,10 +9,10 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  COMMON_INPUTS,
   GUEST_NAMES,
   GuestBuildError,
   guestCacheDir,
+  guestInputs,
   guestPath,
   guestSourceDir,
   guestSources,
@@ -80,7 +80,7 @@ function checkTools(): void {
 function inputsDigest(name: string): string {
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ CFLAGS, LDFLAGS }));
-  for (const file of [...COMMON_INPUTS, ...guestSources(name)]) {
+  for (const file of [...guestInputs(name), ...guestSources(name)]) {
     hash.update(`\0${file}\0`);
     hash.update(readFileSync(join(guestSourceDir(), file)));
   }

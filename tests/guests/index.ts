@@ -23,6 +23,8 @@ export const GUEST_NAMES = [
   'bad-insn',
   'memmap',
   'kick-storm',
+  'virtio',
+  'virtio-qemu',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];
@@ -34,6 +36,13 @@ export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld'] as const;
 /** Sources beyond NAME.c, relative to tests/guests/. */
 const EXTRA_SOURCES: Partial<Record<GuestName, readonly string[]>> = {
   smp: ['smp-trampoline.S'],
+  virtio: ['common/virtio-mmio.c'],
+  'virtio-qemu': ['common/virtio-mmio.c'],
+};
+/** Headers beyond COMMON_INPUTS that one guest's image depends on, relative to tests/guests/. */
+const EXTRA_INPUTS: Partial<Record<GuestName, readonly string[]>> = {
+  virtio: ['common/virtio-mmio.h'],
+  'virtio-qemu': ['common/virtio-mmio.h', 'virtio.c'],
 };
 
 export type GuestErrorKind = 'unknown-guest' | 'missing-tool' | 'build-failed';
@@ -91,6 +100,12 @@ export function guestCacheDir(): string {
 export function guestSources(name: string): string[] {
   const guest = checkedName(name);
   return [...COMMON_SOURCES, `${guest}.c`, ...(EXTRA_SOURCES[guest] ?? [])];
+}
+
+/** Files that change the guest's image without being compiled on their own (headers, linker script). */
+export function guestInputs(name: string): string[] {
+  const guest = checkedName(name);
+  return [...COMMON_INPUTS, ...(EXTRA_INPUTS[guest] ?? [])];
 }
 
 /** Absolute path of the built ELF image of the named guest (built by build.ts; not checked here). */

@@ -1,0 +1,142 @@
+// The virtio command-line options (--disk, --rng, --console-socket) turned into devices for the
+// machine's slots. Everything a user can get wrong is checked here, before /dev/kvm is opened, and
+// reported as one CliError line naming the input and the fix.
+import * as fs from 'node:fs';
+import { VIRTIO_MMIO_SLOTS } from '../boot/layout.js';
+import { FileBlockBackend } from '../virtio/block-file.js';
+import { VIRTIO_BLK_ID_BYTES, VirtioBlock } from '../virtio/block.js';
+import { VirtioConsole } from '../virtio/console.js';
+import { VirtioRng } from '../virtio/rng.js';
+import { checkConsoleSocketPath, ConsoleSocketServer } from './console-socket.js';
+import { CliError } from './options.js';
+import type { VirtioSlotConfig } from './virtio-devices.js';
+
+export interface DiskSpec {
+  /** The option as given, for messages: `--disk img,readonly`. */
+  readonly text: string;
+  readonly path: string;
+  readonly readonly: boolean;
+  /** GET_ID answer; default `tsvmm-disk<N>` (N = the disk's position among --disk options). */
+  readonly serial: string | null;
+}
+
+const DISK_OPTIONS = 'readonly and serial=ID';
+
+/** `PATH[,readonly][,serial=ID]`. A path cannot contain a comma. */
+export function parseDiskSpec(text: string): DiskSpec {
+  const [path = '', ...opts] = text.split(',');
+  const what = `--disk ${text}`;
+  if (path === '') throw new CliError(`${what}: no path; give --disk PATH[,readonly] with a raw disk image`);
+  let readonly = false;
+  let serial: string | null = null;
+  for (const o of opts) {
+    if (o === 'readonly') readonly = true;
+    else if (o.startsWith('serial=')) {
+      serial = o.slice('serial='.length);
+      if (serial.length === 0 || serial.length > VIRTIO_BLK_ID_BYTES || !/^[\x21-\x7e]+$/.test(serial)) {
+        throw new CliError(`${what}: serial must be 1 to ${VIRTIO_BLK_ID_BYTES} printable ASCII characters without spaces`);
+      }
+    } else throw new CliError(`${what}: unknown disk option ${JSON.stringify(o)}; the options are ${DISK_OPTIONS}`);
+  }
+  return { text, path, readonly, serial };
+}
+
+function errnoWhy(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? (e as Error).message;
+}
+
+/**
+ * Opens a disk image for a VirtioBlock (reads and writes go to the file; flush = fdatasync).
+ * `others`: disks already opened, so one file is not attached twice (two writers, one cache each).
+ */
+export function openDisk(spec: DiskSpec, index: number, others: ReadonlyArray<{ spec: DiskSpec; ino: number; dev: number }> = []): { config: VirtioSlotConfig; ino: number; dev: number } {
+  const what = `--disk ${spec.text}`;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(spec.path);
+  } catch (e) {
+    const why = errnoWhy(e);
+    const fix = why === 'no such file' ? `create a raw image first (e.g. truncate -s 64M ${spec.path}) or check the path` : 'check the path';
+    throw new CliError(`${what}: cannot use it (${why}); ${fix}`);
+  }
+  if (st.isDirectory()) throw new CliError(`${what}: is a directory; give a raw disk image file`);
+  if (!st.isFile()) throw new CliError(`${what}: not a regular file; tsvmm takes raw image files only (no block devices or pipes)`);
+  const twin = others.find((o) => o.ino === st.ino && o.dev === st.dev);
+  if (twin) throw new CliError(`${what}: the same file as --disk ${twin.spec.text}; give each disk its own image`);
+  try {
+    fs.accessSync(spec.path, fs.constants.R_OK);
+  } catch (e) {
+    throw new CliError(`${what}: cannot read it (${errnoWhy(e)}); check its permissions`);
+  }
+  if (!spec.readonly) {
+    try {
+      fs.accessSync(spec.path, fs.constants.W_OK);
+    } catch (e) {
+      throw new CliError(`${what}: not writable (${errnoWhy(e)}); add ,readonly to attach it read-only, or make the file writable`);
+    }
+  }
+  let backend: FileBlockBackend;
+  try {
+    backend = FileBlockBackend.open(spec.path, { readonly: spec.readonly });
+  } catch (e) {
+    throw new CliError(`${what}: ${(e as Error).message}`, { cause: e });
+  }
+  const device = new VirtioBlock({ backend, readonly: spec.readonly, serial: spec.serial ?? `tsvmm-disk${index}` });
+  // Once only: a second close(2) of the number could close an fd opened since (a vCPU's, KVM's).
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    backend.close();
+  };
+  return {
+    config: { device, label: `block ${spec.path}${spec.readonly ? ' (readonly)' : ''}`, close },
+    ino: st.ino,
+    dev: st.dev,
+  };
+}
+
+/** What the virtio options asked for, checked; `open()` makes the devices. */
+export interface VirtioRequest {
+  readonly disks: readonly DiskSpec[];
+  readonly rng: boolean;
+  readonly consoleSocket: string | null;
+}
+
+/**
+ * Checks the virtio options and opens the disks (all before KVM). The console socket is only
+ * checked here; `listen()` creates it once the VM is about to be built.
+ */
+export function prepareVirtio(request: VirtioRequest): { configs: VirtioSlotConfig[]; listen(): Promise<void> } {
+  const count = request.disks.length + (request.rng ? 1 : 0) + (request.consoleSocket !== null ? 1 : 0);
+  if (count > VIRTIO_MMIO_SLOTS) {
+    throw new CliError(`${count} virtio devices asked for (--disk, --rng, --console-socket): the machine has ${VIRTIO_MMIO_SLOTS} virtio-mmio slots; attach fewer disks`);
+  }
+  if (request.consoleSocket !== null) checkConsoleSocketPath('--console-socket', request.consoleSocket);
+  const configs: VirtioSlotConfig[] = [];
+  const opened: Array<{ spec: DiskSpec; ino: number; dev: number }> = [];
+  try {
+    request.disks.forEach((spec, i) => {
+      const d = openDisk(spec, i, opened);
+      opened.push({ spec, ino: d.ino, dev: d.dev });
+      configs.push(d.config);
+    });
+  } catch (e) {
+    for (const c of configs) c.close?.();
+    throw e;
+  }
+  if (request.rng) configs.push({ device: new VirtioRng(), label: 'rng' });
+  let listen = async () => {};
+  if (request.consoleSocket !== null) {
+    const socketPath = request.consoleSocket;
+    let server: ConsoleSocketServer | null = null;
+    const device = new VirtioConsole({ output: (bytes) => server?.send(bytes) });
+    configs.push({ device, label: `console ${socketPath}`, close: () => server?.close() });
+    listen = async () => {
+      server = await ConsoleSocketServer.listen('--console-socket', socketPath);
+      server.onInput = (bytes) => device.enqueueInput(bytes);
+    };
+  }
+  return { configs, listen };
+}
