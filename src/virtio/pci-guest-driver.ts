@@ -241,6 +241,8 @@ export class VirtioPciDriver {
 
 export interface PciHarnessOptions {
   readonly ramBytes?: number;
+  /** Guest RAM regions instead of one of ramBytes at 0; the driver allocates in the first. */
+  readonly ram?: ReadonlyArray<{ gpa: number; sizeBytes: number }>;
   /** Configuration access the driver uses (default: 0xCF8/0xCFC). */
   readonly access?: 'conf1' | 'ecam';
   /** Default true: MSI-X with one vector per queue plus vector 0 for configuration. */
@@ -266,6 +268,10 @@ export class PciHarness {
   readonly slot: number;
   /** MSI messages sent, as their data (vector + 0x20). */
   readonly msi: number[] = [];
+  /** The same messages in full: [address lo, address hi, data]. */
+  readonly messages: Array<[number, number, number]> = [];
+  /** Called for each message, after it is recorded (fuzz invariants). */
+  onMsi: ((lo: number, hi: number, data: number) => void) | null = null;
   /** INTx level changes. */
   readonly intx: number[] = [];
   readonly errors: VirtioError[] = [];
@@ -275,9 +281,9 @@ export class PciHarness {
   private readonly useMsix: boolean;
 
   constructor(readonly device: VirtioDevice, options: PciHarnessOptions = {}) {
-    const ramBytes = options.ramBytes ?? 1 << 20;
-    this.memory = new RecordingGuestMemory([{ gpa: 0, sizeBytes: ramBytes }]);
-    this.alloc = new BumpAllocator(0x1000, ramBytes);
+    const ram = options.ram ?? [{ gpa: 0, sizeBytes: options.ramBytes ?? 1 << 20 }];
+    this.memory = new RecordingGuestMemory(ram);
+    this.alloc = new BumpAllocator(ram[0]!.gpa + 0x1000, ram[0]!.gpa + ram[0]!.sizeBytes);
     this.router = new PciBarRouter(HARNESS_BAR_WINDOW);
     this.pciBus = new PciBus({
       barMoved: (bar, oldGpa, newGpa) => {
@@ -287,9 +293,10 @@ export class PciHarness {
     });
     this.transport = new VirtioPci(device, {
       memory: this.memory,
-      signalMsi: (lo, _hi, data) => {
-        if (lo !== 0xfee0_0000) throw new Error(`MSI to 0x${lo.toString(16)}`);
+      signalMsi: (lo, hi, data) => {
+        this.messages.push([lo, hi, data]);
         this.msi.push(data);
+        this.onMsi?.(lo, hi, data);
       },
       intx: (level) => { this.intxLevel = level; this.intx.push(level); },
       onError: (e) => this.errors.push(e),

@@ -129,7 +129,7 @@ test('virtio-rng over PCI with MSI-X: the queue vector fires, no ISR bit, no INT
   ring!.add([], [a]);
   assert.equal(ring!.kickPrepare(), true);
   h.driver.notifyQueue(0);
-  assert.deepEqual(h.msi, [msiMessage(1).data]);
+  assert.deepEqual(h.messages, [[0xfee0_0000, 0, msiMessage(1).data]]);
   assert.deepEqual(h.intx, []);
   assert.equal(h.transport.pendingIsr, 0, '4.1.4.5: the queue bit is set only without MSI-X');
   assert.deepEqual(ring!.getBuf(), { id: 0, len: 16 });
