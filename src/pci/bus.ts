@@ -277,19 +277,31 @@ export class PciBarRouter implements BusDevice {
 
   /** The BAR decoding at `gpa`, with the offset into it. */
   find(gpa: number): { bar: PciBar; offset: number } | undefined {
-    for (const e of this.entries) if (gpa >= e.gpa && gpa < e.end) return { bar: e.bar, offset: gpa - e.gpa };
+    const e = this.entryAt(gpa);
+    return e ? { bar: e.bar, offset: gpa - e.gpa } : undefined;
+  }
+
+  // The access path allocates nothing: a doorbell without an ioeventfd comes through here.
+  private entryAt(gpa: number): { gpa: number; end: number; bar: PciBar } | undefined {
+    const entries = this.entries;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (gpa >= e.gpa && gpa < e.end) return e;
+    }
     return undefined;
   }
 
   read(offset: number, data: Uint8Array): void {
-    const hit = this.find(this.window.base + offset);
-    if (!hit || hit.offset + data.length > hit.bar.sizeBytes) data.fill(0xff);
-    else hit.bar.handler.read(hit.offset, data);
+    const gpa = this.window.base + offset;
+    const e = this.entryAt(gpa);
+    if (!e || gpa + data.length > e.end) data.fill(0xff);
+    else e.bar.handler.read(gpa - e.gpa, data);
   }
 
   write(offset: number, data: Uint8Array): void {
-    const hit = this.find(this.window.base + offset);
-    if (hit && hit.offset + data.length <= hit.bar.sizeBytes) hit.bar.handler.write(hit.offset, data);
+    const gpa = this.window.base + offset;
+    const e = this.entryAt(gpa);
+    if (e && gpa + data.length <= e.end) e.bar.handler.write(gpa - e.gpa, data);
   }
 }
 

@@ -264,6 +264,7 @@ test('notify addresses: per queue, 4 bytes apart, following the BAR; an ioeventf
   assert.equal(h.transport.notifyGpa(1), base + 0x3004);
   assert.equal(h.transport.notifyGpa(2), null);
   assert.equal(VirtioPci.notifyOffset(1), 0x3004);
+  assert.deepEqual(h.transport.notifyRegion, { gpa: base + 0x3000, sizeBytes: 8, multiplier: 4 });
   h.bringUp();
   // The guest moves the BAR: the notify address moves with it, and the old one is dead.
   const cfg = h.driver.cfg;
@@ -272,6 +273,7 @@ test('notify addresses: per queue, 4 bytes apart, following the BAR; an ioeventf
   assert.deepEqual(h.barMoves.at(-1), ['00:01.0 BAR 0', base, 0xc100_0000]);
   cfg.write(h.slot, PCI_COMMAND, 2, 0);
   assert.equal(h.transport.notifyGpa(0), null, 'memory decoding off');
+  assert.equal(h.transport.notifyRegion, null);
   // With no BAR decoding, the machine's ioeventfd path still reaches the queue.
   const sent: number[] = [];
   const con = new VirtioConsole({ output: (b) => sent.push(...b) });

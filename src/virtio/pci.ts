@@ -289,6 +289,15 @@ export class VirtioPci implements PciFunction {
     return this.bar.gpa + VirtioPci.notifyOffset(queueIndex);
   }
 
+  /**
+   * The whole doorbell region while the BAR decodes: queue i's doorbell is at
+   * gpa + i * multiplier. One ioeventfd per queue (length 2, no datamatch) covers Linux's writes.
+   */
+  get notifyRegion(): { readonly gpa: number; readonly sizeBytes: number; readonly multiplier: number } | null {
+    if (this.bar.gpa === null) return null;
+    return { gpa: this.bar.gpa + VIRTIO_PCI_NOTIFY_OFFSET, sizeBytes: this.queues.length * VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER, multiplier: VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER };
+  }
+
   /** The MSI-X vector queue `queueIndex` interrupts on (VIRTIO_MSI_NO_VECTOR: none). */
   queueMsixVector(queueIndex: number): number {
     return this.queueVector[queueIndex] ?? VIRTIO_MSI_NO_VECTOR;
