@@ -7,6 +7,11 @@
 // Both access mechanisms are BusDevices seeing offsets only. One bus (number 0), one function per
 // slot; no bridges, no hot-plug, no multi-function devices. Reads of an absent function return all
 // ones, as a master abort does.
+//
+// Wiring, for the machine: PciConfigIo on the PIO bus at 0xCF8 (8 ports); PciEcam on the MMIO bus
+// at the MCFG base (reserved in e820 or by the DSDT's PNP0C02); a PciBarRouter over the BAR window
+// on the MMIO bus, given to PciBus as barMoved (or the machine's own listener that also moves
+// ioeventfds); attach devices, then assignBars() with the same window the DSDT's _CRS declares.
 import type { BusDevice } from '../bus/bus.js';
 import {
   PCI_CFG_SPACE_EXP_SIZE, PCI_COMMAND_IO, PCI_COMMAND_MEMORY, PciConfigSpace,

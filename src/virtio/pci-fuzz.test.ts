@@ -8,7 +8,7 @@
 //  - no access outside guest RAM was even attempted (recording GuestMemory, RAM with a hole);
 //  - every MSI message was sent with MSI-X enabled, the function unmasked, and matches an
 //    unmasked table entry; INTx is never asserted while MSI-X is enabled;
-//  - the read-only identity (IDs, header type, BAR type bits) is unchanged, an absent slot still
+//  - the read-only identity (IDs, class, header type, BAR type bits, capability chain) is unchanged, an absent slot still
 //    reads all ones, and a decoding BAR inside the window is found there by the router;
 //  - in clean bring-ups, the request completes with the right length and no error is reported.
 import assert from 'node:assert/strict';
@@ -112,7 +112,13 @@ function fuzz(profile: Profile): Map<string, number> {
   const where = () => `${profile.name} seed 0x${profile.seed.toString(16)} step ${step}`;
   let h = new PciHarness(profile.make(), { ram: RAM });
   const t = () => h.transport;
-  const identity = () => [t().config.u32(0), t().config.u8(0x0e), t().config.u32(0x10) & 0x7fff];
+  /** IDs, header type, BAR type and size bits, and the capability chain (IDs and next pointers). */
+  const identity = () => {
+    const c = t().config;
+    const chain: number[] = [];
+    for (let pos = c.u8(0x34), ttl = 48; pos !== 0 && ttl > 0; pos = c.u8(pos + 1), ttl--) chain.push(pos, c.u8(pos));
+    return [c.u32(0), c.u32(0x08), c.u8(0x0e), c.u32(0x10) & 0x7fff, c.u32(0x2c), c.u8(0x3d), ...chain];
+  };
   let expectedIdentity = identity();
   let totalErrors = 0;
 
