@@ -161,27 +161,37 @@ test('virtio-rng over PCI without MSI-X: ISR queue bit and INTA#; reading ISR cl
   assert.equal(ring!.getBuf()?.len, 8);
 });
 
-test('virtio-blk over PCI, configuration through ECAM: OUT then IN round trip, status and data land, interrupts per request', () => {
-  const disk = memDisk(64);
-  const h = new PciHarness(new VirtioBlock({ backend: disk }), { access: 'ecam' });
-  const [ring] = h.bringUp();
-  assert.equal(h.driver.readConfig(0, 4), 64, 'capacity in sectors, from the device configuration region');
-  const data = Uint8Array.from({ length: 2 * SECTOR }, (_, i) => (i * 13) & 0xff);
-  const status = h.buffer(1, 0xff);
-  ring!.add([h.bytes(blkHeader(VIRTIO_BLK_T_OUT, 3)), h.bytes(data)], [status]);
-  h.driver.notifyQueue(0);
-  assert.deepEqual(ring!.getBuf()?.len, 1);
-  assert.equal(h.read(status)[0], VIRTIO_BLK_S_OK);
-  assert.deepEqual(disk.bytes.subarray(3 * SECTOR, 5 * SECTOR), data);
-  const back = h.buffer(2 * SECTOR);
-  const status2 = h.buffer(1, 0xff);
-  ring!.add([h.bytes(blkHeader(VIRTIO_BLK_T_IN, 3))], [back, status2]);
-  h.driver.notifyQueue(0);
-  assert.equal(ring!.getBuf()?.len, 2 * SECTOR + 1);
-  assert.deepEqual(h.read(back), data);
-  assert.deepEqual(h.msi, [msiMessage(1).data, msiMessage(1).data]);
-  assert.deepEqual(h.memory.outside, []);
-});
+for (const mode of ['msix', 'intx'] as const) {
+  test(`virtio-blk over PCI (${mode === 'msix' ? 'MSI-X' : 'INTx fallback'}), configuration through ECAM: OUT then IN round trip`, () => {
+    const disk = memDisk(64);
+    const h = new PciHarness(new VirtioBlock({ backend: disk }), { access: 'ecam', msix: mode === 'msix' });
+    const [ring] = h.bringUp();
+    assert.equal(h.driver.readConfig(0, 4), 64, 'capacity in sectors, from the device configuration region');
+    const interrupted = () => {
+      if (mode === 'msix') return h.msi.splice(0).length === 1 && h.intx.length === 0;
+      const ok = h.intxAsserted && h.driver.readIsr() === VIRTIO_PCI_ISR_QUEUE && !h.intxAsserted;
+      return ok && h.msi.length === 0;
+    };
+    const data = Uint8Array.from({ length: 2 * SECTOR }, (_, i) => (i * 13) & 0xff);
+    const status = h.buffer(1, 0xff);
+    ring!.add([h.bytes(blkHeader(VIRTIO_BLK_T_OUT, 3)), h.bytes(data)], [status]);
+    h.driver.notifyQueue(0);
+    assert.ok(interrupted(), 'one interrupt for the write');
+    assert.deepEqual(ring!.getBuf()?.len, 1);
+    assert.equal(h.read(status)[0], VIRTIO_BLK_S_OK);
+    assert.deepEqual(disk.bytes.subarray(3 * SECTOR, 5 * SECTOR), data);
+    const back = h.buffer(2 * SECTOR);
+    const status2 = h.buffer(1, 0xff);
+    ring!.add([h.bytes(blkHeader(VIRTIO_BLK_T_IN, 3))], [back, status2]);
+    h.driver.notifyQueue(0);
+    assert.ok(interrupted(), 'one interrupt for the read');
+    assert.equal(ring!.getBuf()?.len, 2 * SECTOR + 1);
+    assert.deepEqual(h.read(back), data);
+    assert.equal(h.read(status2)[0], VIRTIO_BLK_S_OK);
+    assert.deepEqual(h.memory.outside, []);
+    assert.deepEqual(h.errors, []);
+  });
+}
 
 test('configuration change: generation bumps, ISR config bit, the config vector (or INTx without MSI-X)', () => {
   const con = new VirtioConsole({ output: () => {}, size: { cols: 80, rows: 25 } });
