@@ -156,6 +156,16 @@ test('assignBars: firmware-style, largest first and naturally aligned, decoding 
   assert.equal(c.config.bars[1]!.gpa, 0xc000_0000);
 });
 
+test('assignBars again (a firmware reboot) moves a 64-bit BAR without ever decoding at a half-written address', () => {
+  const moves: Array<[number | null, number | null]> = [];
+  const bus = new PciBus({ barMoved: (_bar, o, n) => moves.push([o, n]) });
+  const fn = new TestFunction('a', [{ index: 0, kind: 'mem64', sizeBytes: 0x1000 }]);
+  bus.attach(fn);
+  bus.assignBars({ mmio32: { base: 0xc000_0000, sizeBytes: 0x1000 }, mmio64: { base: 0x1_0000_0000, sizeBytes: 0x1000 } });
+  bus.assignBars({ mmio32: { base: 0xc000_0000, sizeBytes: 0x1000 }, mmio64: { base: 0x2_8000_0000, sizeBytes: 0x1000 } });
+  assert.deepEqual(moves, [[null, 0x1_0000_0000], [0x1_0000_0000, null], [null, 0x2_8000_0000]]);
+});
+
 test('assignBars refuses a window that is too small, and I/O BARs without an I/O window', () => {
   const bus = new PciBus();
   bus.attach(new TestFunction('a', [{ index: 0, kind: 'mem32', sizeBytes: 0x10000 }]));

@@ -167,6 +167,11 @@ export class PciBus {
         plan.bars.push({ config: fn.config, bar });
       }
     }
+    // Decoding off while the BARs are rewritten, as firmware does: a 64-bit BAR is written one
+    // dword at a time, and its half-written address must not be mapped.
+    for (const { fn } of this.list()) {
+      if (fn.config.bars.length > 0) fn.config.disable(PCI_COMMAND_MEMORY | PCI_COMMAND_IO);
+    }
     for (const plan of plans) {
       if (plan.bars.length === 0) continue;
       const w = plan.window;

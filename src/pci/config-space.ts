@@ -397,8 +397,16 @@ export class PciConfigSpace {
 
   /** Sets PCI_COMMAND bits as firmware does after placing the BARs. */
   enable(bits: number): void {
+    this.writeCommand(this.command | bits);
+  }
+
+  disable(bits: number): void {
+    this.writeCommand(this.command & ~bits);
+  }
+
+  private writeCommand(v: number): void {
     const d = new Uint8Array(2);
-    new DataView(d.buffer).setUint16(0, this.command | bits, true);
+    new DataView(d.buffer).setUint16(0, v, true);
     this.write(PCI_COMMAND, d);
   }
 }
