@@ -37,8 +37,8 @@ test('only the KVM backend imports src/kvm/', () => {
   assert.deepEqual(offenders.map(rel), []);
 });
 
-test('devices (legacy and virtio) import neither KVM nor the hypervisor backend', () => {
-  const offenders = [...sources(path.join(src, 'devices')), ...sources(path.join(src, 'virtio'))].filter((f) => imports(f).some((i) => {
+test('devices (legacy, PCI and virtio) import neither KVM nor the hypervisor backend', () => {
+  const offenders = [...sources(path.join(src, 'devices')), ...sources(path.join(src, 'pci')), ...sources(path.join(src, 'virtio'))].filter((f) => imports(f).some((i) => {
     if (i === 'koffi') return true;
     if (!i.startsWith('.')) return false;
     const r = resolveImport(f, i);

@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { buildAcpiTables, type AcpiTables } from './acpi.js';
+import { buildAcpiTables, type AcpiTables, type PciHostBridgeAcpi } from './acpi.js';
 import { BootError } from './boot-error.js';
 import { ACPI_END_GPA, ACPI_START_GPA } from './layout.js';
 
@@ -47,7 +48,7 @@ interface Walked {
   facs: number;
 }
 
-function walk(tables: AcpiTables): { mem: Memory; at: Walked } {
+function walk(tables: AcpiTables, expectTables = ['APIC', 'FACP']): { mem: Memory; at: Walked; bySignature: Map<string, number> } {
   const mem = new Memory(tables);
   const rsdp = tables.rsdpGpa;
   assert.equal(rsdp % 16, 0, 'RSDP on a 16-byte boundary');
@@ -66,7 +67,7 @@ function walk(tables: AcpiTables): { mem: Memory; at: Walked } {
     const gpa = mem.u64(xsdt + 36 + 8 * i);
     bySignature.set(mem.ascii(gpa, 4), gpa);
   }
-  assert.deepEqual([...bySignature.keys()].sort(), ['APIC', 'FACP']);
+  assert.deepEqual([...bySignature.keys()].sort(), expectTables);
   const fadt = bySignature.get('FACP') as number;
   const madt = bySignature.get('APIC') as number;
   assert.equal(checkSdt(mem, fadt, 'FACP', 6), 276);
@@ -79,7 +80,7 @@ function walk(tables: AcpiTables): { mem: Memory; at: Walked } {
   assert.equal(mem.ascii(facs, 4), 'FACS');
   assert.equal(mem.u32(facs + 4), 64);
   assert.equal(facs % 64, 0, 'FACS 64-byte aligned');
-  return { mem, at: { xsdt, fadt, madt, dsdt, facs } };
+  return { mem, at: { xsdt, fadt, madt, dsdt, facs }, bySignature };
 }
 
 test('every table is reachable from the RSDP, checksummed, inside ACPI_START_GPA..ACPI_END_GPA, without overlaps', () => {
@@ -211,4 +212,96 @@ test('impossible machines are refused with BootError', () => {
   );
   refuses({ cpus: 1, baseGpa: 0xd0000 }, 'bad-config', /0xe0000-0xfffff/);
   refuses({ cpus: 64, baseGpa: 0xfff00 }, 'does-not-fit', /more than the 256 from 0xfff00/);
+});
+
+const PCI: PciHostBridgeAcpi = {
+  ecamGpa: 0xe000_0000,
+  mmio32: { base: 0xc000_0000, sizeBytes: 0x1000_0000 },
+  mmio64: { base: 0x40_0000_0000, sizeBytes: 0x10_0000_0000 },
+  io: { base: 0xc000, sizeBytes: 0x1000 },
+  intx: [{ slot: 1, gsi: 16 }, { slot: 2, gsi: 17 }],
+};
+
+test('without PCI the tables are byte-identical to before; with PCI the XSDT gains an MCFG', () => {
+  // SHA-256 of the output of acpi.ts before PCI existed (commit e88ab05), for these inputs.
+  const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  const before: Array<[Parameters<typeof buildAcpiTables>[0], string]> = [
+    [{ cpus: 1 }, 'a7c082345f703716ab461d80c1198a1e20afce36d006a957760f1b44b3ba183c'],
+    [{ cpus: 2 }, '2a3b7bd8e716a6d880f4064d7e3174abe463b703eb4af90f9b6b20de5a5237ca'],
+    [{ cpus: 7, cmosRtc: true, virtioMmio: [{ gpa: 0xd0000000, sizeBytes: 0x1000, irq: 5 }, { gpa: 0xd0001000, sizeBytes: 0x1000, irq: 6, trigger: 'level' }] },
+      '839f48e9233f1cda99091ad69ca00dd9267e1f569efd51c4d284a86cbf0af8b2'],
+    [{ cpus: 254 }, '430912f8c1e8f79b102491cc2d99493d9683939609a5f95aa4b7e16aeadf43ea'],
+  ];
+  for (const [input, hash] of before) assert.equal(sha(buildAcpiTables(input).bytes), hash, JSON.stringify(input));
+  const plain = buildAcpiTables({ cpus: 2 });
+  assert.deepEqual(plain.tables.map((t) => t.signature), ['FACS', 'XSDT', 'FACP', 'APIC', 'DSDT']);
+  const withPci = buildAcpiTables({ cpus: 2, pci: PCI });
+  const { at, bySignature } = walk(withPci, ['APIC', 'FACP', 'MCFG']);
+  assert.deepEqual(withPci.tables.map((t) => t.signature), ['FACS', 'XSDT', 'FACP', 'APIC', 'MCFG', 'DSDT']);
+  // Everything before the XSDT is unchanged; the FADT and MADT bodies are the same tables.
+  const t = (tables: typeof plain, sig: string) => tables.tables.find((x) => x.signature === sig)!;
+  const body = (tables: typeof plain, sig: string) => tables.bytes.subarray(t(tables, sig).gpa - tables.baseGpa, t(tables, sig).gpa - tables.baseGpa + t(tables, sig).lengthBytes);
+  assert.deepEqual(body(withPci, 'APIC'), body(plain, 'APIC'));
+  assert.ok(bySignature.has('MCFG'));
+  assert.ok(at.dsdt > bySignature.get('MCFG')!);
+});
+
+test('MCFG: 44-byte head with 8 reserved bytes, one 16-byte allocation (ECAM base, segment 0, buses 0..N-1)', () => {
+  const tables = buildAcpiTables({ cpus: 1, pci: { ...PCI, busCount: 4 } });
+  const { mem, bySignature } = walk(tables, ['APIC', 'FACP', 'MCFG']);
+  const m = bySignature.get('MCFG')!;
+  assert.equal(checkSdt(mem, m, 'MCFG', 1), 60);
+  assert.deepEqual([...mem.bytes(m + 36, 8)], [0, 0, 0, 0, 0, 0, 0, 0]);
+  assert.equal(mem.u64(m + 44), 0xe000_0000, 'BaseAddress');
+  assert.equal(mem.u16(m + 52), 0, 'PCI segment group');
+  assert.deepEqual([mem.u8(m + 54), mem.u8(m + 55)], [0, 3], 'start and end bus');
+  assert.equal(mem.u32(m + 56), 0);
+});
+
+test('DSDT with PCI0 (PNP0A08/PNP0A03, _SEG, _BBN, _CRS, _PRT) and the ECAM reservation is what iasl compiles', () => {
+  const tables = buildAcpiTables({ cpus: 1, pci: PCI });
+  const { mem, at } = walk(tables, ['APIC', 'FACP', 'MCFG']);
+  const length = mem.u32(at.dsdt + 4);
+  const body = mem.bytes(at.dsdt + 36, length - 36).slice();
+  // iasl -on (20200925) of:
+  //   Name (\_S5, Package (0x04) { 0x05, Zero, Zero, Zero })
+  //   Scope (\_SB) {
+  //     Device (COM1) { ... as above ... }
+  //     Device (PCI0) {
+  //       Name (_HID, EisaId ("PNP0A08")) Name (_CID, EisaId ("PNP0A03")) Name (_SEG, Zero) Name (_BBN, Zero) Name (_UID, Zero)
+  //       Name (_CRS, ResourceTemplate () {
+  //         WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, 0x0000, 0x0000, 0x0000, 0x0001,,, )
+  //         IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08, )
+  //         WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0x0000, 0xC000, 0xCFFF, 0x0000, 0x1000,,, , TypeStatic, DenseTranslation)
+  //         DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x00000000, 0xC0000000, 0xCFFFFFFF, 0x00000000, 0x10000000,,, , AddressRangeMemory, TypeStatic)
+  //         QWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x0, 0x0000004000000000, 0x0000004FFFFFFFFF, 0x0, 0x0000001000000000,,, , AddressRangeMemory, TypeStatic) })
+  //       Name (_PRT, Package () { Package () { 0x0001FFFF, Zero, Zero, 0x10 }, Package () { 0x0002FFFF, Zero, Zero, 0x11 } }) }
+  //     Device (PRES) { Name (_HID, EisaId ("PNP0C02")) Name (_UID, One)
+  //       Name (_CRS, ResourceTemplate () { Memory32Fixed (ReadWrite, 0xE0000000, 0x00100000, ) }) } }
+  const iasl =
+    '085c5f53355f1207040a05000000104c125c5f53425f5b822b434f4d31085f4849440c41d00501085f55494400085f43525311100a0d4701f803f80300082210007900' +
+    '5b82480c50434930085f4849440c41d00a08085f4349440c41d00a03085f53454700085f42424e00085f55494400085f4352531146070a72880d00020c0000000000' +
+    '0000000001004701f80cf80c0108880d00010c03000000c0ffcf00000010871700000c0100000000000000c0ffffffcf00000000000000108a2b00000c010000000000' +
+    '0000000000000040000000ffffffff4f000000000000000000000000000000100000007900085f505254121a02120b040cffff010000000a10120b040cffff0200' +
+    '00000a115b822c50524553085f4849440c41d00c02085f55494401085f43525311110a0e86090001000000e0000010007900';
+  const expected = Uint8Array.from(iasl.match(/../g) ?? [], (b) => parseInt(b, 16));
+  assert.equal(body.length, expected.length);
+  const differences: number[] = [];
+  for (let i = 0; i < body.length; i++) if (body[i] !== expected[i]) differences.push(i);
+  assert.deepEqual(differences.map((i) => expected[i - 1]), [0x79, 0x79, 0x79], 'only End Tag checksum bytes differ');
+});
+
+test('PCI configurations that cannot work are refused with BootError', () => {
+  const refuses = (pci: PciHostBridgeAcpi, message: RegExp, virtioMmio = [] as { gpa: number; sizeBytes: number; irq: number }[]) =>
+    assert.throws(() => buildAcpiTables({ cpus: 1, pci, virtioMmio }), (e: unknown) => e instanceof BootError && e.kind === 'bad-config' && message.test(e.message));
+  refuses({ ...PCI, ecamGpa: 0xe008_0000 }, /1 MiB aligned/);
+  refuses({ ...PCI, busCount: 0 }, /1 to 256/);
+  refuses({ ...PCI, mmio32: { base: 0xdff0_0000, sizeBytes: 0x20_0000 } }, /32-bit MMIO window .* overlaps the ECAM window/);
+  refuses({ ...PCI, mmio64: { base: 0x8000_0000, sizeBytes: 0x1000 } }, /above 4 GiB/);
+  refuses({ ...PCI, io: { base: 0xc00, sizeBytes: 0x200 } }, /clear of ports 0xcf8-0xcff/);
+  refuses({ ...PCI, intx: [{ slot: 1, gsi: 4 }] }, /GSI 4 is already used by COM1/);
+  refuses({ ...PCI, intx: [{ slot: 1, gsi: 5 }] }, /GSI 5 is already used by virtio-mmio device 0/, [{ gpa: 0xd000_0000, sizeBytes: 0x1000, irq: 5 }]);
+  refuses({ ...PCI, intx: [{ slot: 1, gsi: 16 }, { slot: 1, gsi: 17 }] }, /listed once/);
+  refuses({ ...PCI, intx: [{ slot: 0, gsi: 16 }] }, /slot must be 1-31/);
+  refuses({ ...PCI, mmio32: { base: 0xcfff_f000, sizeBytes: 0x10_0000 } }, /virtio-mmio device 0 at 0xd0000000\+0x1000 overlaps the 32-bit MMIO window/, [{ gpa: 0xd000_0000, sizeBytes: 0x1000, irq: 5 }]);
 });

@@ -1,8 +1,10 @@
-// ACPI tables for a tsvmm guest: RSDP, XSDT, FADT (+FACS), MADT and a DSDT with COM1 and the
-// virtio-mmio devices, laid out as one block for ACPI_START_GPA. Linux finds CPUs (MADT: the Debian
-// cloud kernel has no MP-table parser) and virtio-mmio devices (DSDT, HID LNRO0005) only here.
+// ACPI tables for a tsvmm guest: RSDP, XSDT, FADT (+FACS), MADT, with PCI an MCFG, and a DSDT with
+// COM1, the virtio-mmio devices and the PCI host bridge, laid out as one block for ACPI_START_GPA.
+// Linux finds CPUs (MADT: the Debian cloud kernel has no MP-table parser), virtio-mmio devices
+// (DSDT, HID LNRO0005) and the PCI host bridge with its windows (DSDT PNP0A08, MCFG) only here.
 // Spec: ACPI 6.5 §5.2 "ACPI System Description Tables" (RSDP 5.2.5, header 5.2.6, XSDT 5.2.8,
-// FADT 5.2.9, FACS 5.2.10, DSDT 5.2.11.1, MADT 5.2.12), §5.2.3.2 Generic Address Structure.
+// FADT 5.2.9, FACS 5.2.10, DSDT 5.2.11.1, MADT 5.2.12), §5.2.3.2 Generic Address Structure; PCI
+// Firmware Specification 3.2, 4.1.2 MCFG Table; ACPI 6.5 §6.2.13 _PRT, §6.5.5 _SEG, §6.5.6 _BBN.
 // Struct names follow ACPICA's include/acpi/actbl.h, actbl1.h, actbl2.h; field names the spec's.
 
 import * as aml from './aml.js';
@@ -199,6 +201,18 @@ export const ACPI_MADT_LOCAL_APIC_NMI = struct('acpi_madt_local_apic_nmi', 6, {
   Local_APIC_LINT: [5, 'u8'],
 });
 
+/** MCFG: header, 8 reserved bytes, then one allocation per ECAM segment/bus range (ACPICA actbl1.h). */
+export const ACPI_TABLE_MCFG = struct('acpi_table_mcfg', 44, {
+  Reserved: [36, { bytes: 8 }],
+});
+export const ACPI_MCFG_ALLOCATION = struct('acpi_mcfg_allocation', 16, {
+  Address: [0, 'u64'],
+  PciSegment: [8, 'u16'],
+  StartBusNumber: [10, 'u8'],
+  EndBusNumber: [11, 'u8'],
+  Reserved: [12, 'u32'],
+});
+
 // ---- what goes in them ----
 
 const OEM_ID = 'TSVMM';
@@ -213,6 +227,7 @@ const XSDT_REVISION = 1;
 const DSDT_REVISION = 2;
 const FACS_VERSION = 2;
 const RSDP_REVISION = 2;
+const MCFG_REVISION = 1;
 
 /** Linux (and any BIOS-era OS) scans 0xE0000-0xFFFFF for the RSDP when not told where it is. */
 export const RSDP_SEARCH_START_GPA = 0xe0000;
@@ -232,9 +247,33 @@ export interface VirtioMmioAcpiDevice {
   readonly trigger?: 'edge' | 'level';
 }
 
+/** A window of addresses the host bridge forwards (its _CRS producer ranges). */
+export interface AcpiPciWindow {
+  readonly base: number;
+  readonly sizeBytes: number;
+}
+
+/** PCI segment 0 behind one host bridge, as the VMM built it (src/pci/). */
+export interface PciHostBridgeAcpi {
+  /** ECAM base (MCFG): bus N's configuration space at ecamGpa + N MiB; 1 MiB aligned, below 4 GiB. */
+  readonly ecamGpa: number;
+  /** Buses 0..busCount-1 (default 1: bus 0 only). */
+  readonly busCount?: number;
+  /** The 32-bit MMIO window BARs are assigned from (DWordMemory). */
+  readonly mmio32: AcpiPciWindow;
+  /** A 64-bit MMIO window (QWordMemory), when the VMM places BARs above 4 GiB. */
+  readonly mmio64?: AcpiPciWindow;
+  /** An I/O port window (WordIO) for I/O BARs; none by default. */
+  readonly io?: AcpiPciWindow;
+  /** INTA# of each occupied slot and the GSI (IOAPIC pin) it is wired to, for _PRT. */
+  readonly intx?: readonly { readonly slot: number; readonly gsi: number }[];
+}
+
 export interface AcpiInput {
   readonly cpus: number;
   readonly virtioMmio?: readonly VirtioMmioAcpiDevice[];
+  /** A PCI host bridge: adds the MCFG table and Device (PCI0) to the DSDT. Absent, the tables are as before. */
+  readonly pci?: PciHostBridgeAcpi;
   /** Where the block goes; 16-byte aligned, inside the BIOS area Linux scans for the RSDP. Default ACPI_START_GPA. */
   readonly baseGpa?: number;
   /** Whether the VMM emulates a CMOS RTC at ports 0x70/0x71. Default false (the FADT then says so). */
@@ -247,26 +286,29 @@ export interface AcpiTables {
   readonly baseGpa: number;
   /** For boot_params.acpi_rsdp_addr and hvm_start_info.rsdp_paddr. */
   readonly rsdpGpa: number;
-  /** Where each table landed (FACS, XSDT, FACP, APIC, DSDT), for tests and logs. */
+  /** Where each table landed (FACS, XSDT, FACP, APIC, MCFG with PCI, DSDT), for tests and logs. */
   readonly tables: readonly { readonly signature: string; readonly gpa: number; readonly lengthBytes: number }[];
 }
 
-/** Builds every table and lays them out from `baseGpa`: RSDP, FACS, XSDT, FADT, MADT, DSDT. */
+/** Builds every table and lays them out from `baseGpa`: RSDP, FACS, XSDT, FADT, MADT, (MCFG,) DSDT. */
 export function buildAcpiTables(input: AcpiInput): AcpiTables {
   const baseGpa = input.baseGpa ?? ACPI_START_GPA;
   const devices = input.virtioMmio ?? [];
   checkInput(input.cpus, devices, baseGpa);
+  if (input.pci) checkPci(input.pci, devices);
 
-  const dsdt = buildDsdt(devices);
+  const dsdt = buildDsdt(devices, input.pci);
   const madt = buildMadt(input.cpus);
+  const mcfg = input.pci ? buildMcfg(input.pci) : null;
   // Offsets inside the block. FACS must be 64-byte aligned; the rest 16 like firmware does.
   const rsdpOffset = 0;
   const facsOffset = alignUp(rsdpOffset + ACPI_TABLE_RSDP.sizeBytes, 64);
   const xsdtOffset = alignUp(facsOffset + ACPI_TABLE_FACS.sizeBytes, 16);
-  const xsdtLength = ACPI_TABLE_HEADER.sizeBytes + 2 * 8;
+  const xsdtLength = ACPI_TABLE_HEADER.sizeBytes + (mcfg ? 3 : 2) * 8;
   const fadtOffset = alignUp(xsdtOffset + xsdtLength, 16);
   const madtOffset = alignUp(fadtOffset + ACPI_TABLE_FADT.sizeBytes, 16);
-  const dsdtOffset = alignUp(madtOffset + madt.length, 16);
+  const mcfgOffset = alignUp(madtOffset + madt.length, 16);
+  const dsdtOffset = mcfg ? alignUp(mcfgOffset + mcfg.length, 16) : mcfgOffset;
   const totalBytes = dsdtOffset + dsdt.length;
   if (baseGpa + totalBytes > ACPI_END_GPA) {
     throw new BootError(
@@ -284,12 +326,14 @@ export function buildAcpiTables(input: AcpiInput): AcpiTables {
   const fadt = buildFadt({ facsGpa: gpa(facsOffset), dsdtGpa: gpa(dsdtOffset), cmosRtc: input.cmosRtc ?? false });
   bytes.set(fadt, fadtOffset);
   bytes.set(madt, madtOffset);
+  if (mcfg) bytes.set(mcfg, mcfgOffset);
   bytes.set(dsdt, dsdtOffset);
 
   writeHeader(bytes, xsdtOffset, 'XSDT', xsdtLength, XSDT_REVISION);
   const view = new DataView(bytes.buffer);
   view.setBigUint64(xsdtOffset + ACPI_TABLE_HEADER.sizeBytes, BigInt(gpa(fadtOffset)), true);
   view.setBigUint64(xsdtOffset + ACPI_TABLE_HEADER.sizeBytes + 8, BigInt(gpa(madtOffset)), true);
+  if (mcfg) view.setBigUint64(xsdtOffset + ACPI_TABLE_HEADER.sizeBytes + 16, BigInt(gpa(mcfgOffset)), true);
   setChecksum(bytes, xsdtOffset, xsdtLength, ACPI_TABLE_HEADER.offsetOf('Checksum'));
 
   setAscii(ACPI_TABLE_RSDP.bytesOf(bytes, rsdpOffset, 'Signature'), 'RSD PTR ');
@@ -317,6 +361,7 @@ export function buildAcpiTables(input: AcpiInput): AcpiTables {
       { signature: 'XSDT', gpa: gpa(xsdtOffset), lengthBytes: xsdtLength },
       { signature: 'FACP', gpa: gpa(fadtOffset), lengthBytes: fadt.length },
       { signature: 'APIC', gpa: gpa(madtOffset), lengthBytes: madt.length },
+      ...(mcfg ? [{ signature: 'MCFG', gpa: gpa(mcfgOffset), lengthBytes: mcfg.length }] : []),
       { signature: 'DSDT', gpa: gpa(dsdtOffset), lengthBytes: dsdt.length },
     ],
   };
@@ -351,6 +396,59 @@ function checkInput(cpus: number, devices: readonly VirtioMmioAcpiDevice[], base
       }
     });
   });
+}
+
+/** PCI slots (device numbers) on bus 0; 0 is the host bridge. */
+const PCI_SLOTS = 32;
+const PCI_ECAM_BUS_BYTES = 1 << 20;
+const FOUR_GIB = 0x1_0000_0000;
+
+function checkPci(pci: PciHostBridgeAcpi, devices: readonly VirtioMmioAcpiDevice[]): void {
+  const busCount = pci.busCount ?? 1;
+  if (!Number.isInteger(busCount) || busCount < 1 || busCount > 256) {
+    throw new BootError('bad-config', `PCI host bridge with ${busCount} buses: 1 to 256`);
+  }
+  const ecamBytes = busCount * PCI_ECAM_BUS_BYTES;
+  if (pci.ecamGpa % PCI_ECAM_BUS_BYTES !== 0 || pci.ecamGpa < 0 || pci.ecamGpa + ecamBytes > FOUR_GIB) {
+    throw new BootError('bad-config', `PCI ECAM at ${hex(pci.ecamGpa)}+${hex(ecamBytes)}: it must be 1 MiB aligned and below 4 GiB (the PNP0C02 reservation is a Memory32Fixed)`);
+  }
+  const spans: Array<[string, number, number]> = [['the ECAM window', pci.ecamGpa, ecamBytes], ['the 32-bit MMIO window', pci.mmio32.base, pci.mmio32.sizeBytes]];
+  if (pci.mmio32.sizeBytes <= 0 || pci.mmio32.base + pci.mmio32.sizeBytes > FOUR_GIB) {
+    throw new BootError('bad-config', `PCI 32-bit MMIO window ${hex(pci.mmio32.base)}+${hex(pci.mmio32.sizeBytes)} must be non-empty and below 4 GiB`);
+  }
+  if (pci.mmio64) {
+    if (pci.mmio64.sizeBytes <= 0 || pci.mmio64.base < FOUR_GIB) {
+      throw new BootError('bad-config', `PCI 64-bit MMIO window ${hex(pci.mmio64.base)}+${hex(pci.mmio64.sizeBytes)} must be non-empty and above 4 GiB`);
+    }
+    spans.push(['the 64-bit MMIO window', pci.mmio64.base, pci.mmio64.sizeBytes]);
+  }
+  if (pci.io && (pci.io.sizeBytes <= 0 || pci.io.base + pci.io.sizeBytes > 0x10000 || (pci.io.base < 0xd00 && pci.io.base + pci.io.sizeBytes > 0xcf8))) {
+    throw new BootError('bad-config', `PCI I/O window ${hex(pci.io.base)}+${hex(pci.io.sizeBytes)} must be non-empty, below 0x10000 and clear of ports 0xcf8-0xcff`);
+  }
+  devices.forEach((d, i) => spans.push([`virtio-mmio device ${i}`, d.gpa, d.sizeBytes]));
+  for (let i = 0; i < spans.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const [a, aBase, aSize] = spans[i]!;
+      const [b, bBase, bSize] = spans[j]!;
+      if (aBase < bBase + bSize && bBase < aBase + aSize) {
+        throw new BootError('bad-config', `PCI: ${a} at ${hex(aBase)}+${hex(aSize)} overlaps ${b} at ${hex(bBase)}; move one of them`);
+      }
+    }
+  }
+  const taken = new Map<number, string>([[ISA_IRQ0_GSI, 'the timer (ISA IRQ0)'], [COM1_IRQ, 'COM1'], [ACPI_SCI_IRQ, 'the ACPI SCI']]);
+  devices.forEach((d, i) => taken.set(d.irq, `virtio-mmio device ${i}`));
+  const slots = new Set<number>();
+  for (const { slot, gsi } of pci.intx ?? []) {
+    const what = `PCI slot ${slot} INTA# (GSI ${gsi})`;
+    if (!Number.isInteger(slot) || slot < 1 || slot >= PCI_SLOTS || slots.has(slot)) {
+      throw new BootError('bad-config', `${what}: the slot must be 1-${PCI_SLOTS - 1} and listed once`);
+    }
+    slots.add(slot);
+    if (!Number.isInteger(gsi) || gsi < 1 || gsi >= IOAPIC_PINS) throw new BootError('bad-config', `${what}: GSI must be an IOAPIC pin 1-${IOAPIC_PINS - 1}`);
+    const owner = taken.get(gsi);
+    if (owner) throw new BootError('bad-config', `${what}: GSI ${gsi} is already used by ${owner}; give each slot its own pin`);
+    taken.set(gsi, `PCI slot ${slot}`);
+  }
 }
 
 function writeHeader(bytes: Uint8Array, offset: number, signature: string, lengthBytes: number, revision: number): void {
@@ -492,11 +590,64 @@ export function com1Aml(): Uint8Array {
   );
 }
 
-/** The DSDT: \_S5 (power-off through PM1a_CNT) and \_SB with COM1 and the virtio-mmio devices. */
-export function buildDsdt(devices: readonly VirtioMmioAcpiDevice[]): Uint8Array {
+/** MCFG with one allocation: segment 0, buses 0..busCount-1 at ecamGpa. */
+export function buildMcfg(pci: PciHostBridgeAcpi): Uint8Array {
+  const table = new Uint8Array(ACPI_TABLE_MCFG.sizeBytes + ACPI_MCFG_ALLOCATION.sizeBytes);
+  ACPI_MCFG_ALLOCATION.encode({ Address: pci.ecamGpa, PciSegment: 0, StartBusNumber: 0, EndBusNumber: (pci.busCount ?? 1) - 1 }, table, ACPI_TABLE_MCFG.sizeBytes);
+  return finishTable('MCFG', MCFG_REVISION, table);
+}
+
+/**
+ * Device (PCI0): a PCI Express host bridge (PNP0A08, compatible with PNP0A03) for segment 0 from
+ * bus 0. _CRS: the bus range, ports 0xCF8-0xCFF (consumed, as QEMU lists them), and the windows
+ * the bridge forwards: BARs must lie inside these or Linux will not use firmware's assignment.
+ * _PRT: each slot's INTA# straight to a GSI (source Zero), which ACPI makes level, active low.
+ * No _OSC: Linux then keeps PCIe native features off, which a bridge without ports does not need.
+ */
+export function pciHostBridgeAml(pci: PciHostBridgeAcpi): Uint8Array {
+  const busCount = pci.busCount ?? 1;
+  const crs = [
+    aml.wordBusNumber(0, busCount - 1),
+    aml.ioPort(0xcf8, 0xcf8, 1, 8),
+    ...(pci.io ? [aml.wordIo(pci.io.base, pci.io.sizeBytes)] : []),
+    aml.dwordMemory(pci.mmio32.base, pci.mmio32.sizeBytes),
+    ...(pci.mmio64 ? [aml.qwordMemory(pci.mmio64.base, pci.mmio64.sizeBytes)] : []),
+  ];
+  const ALL_FUNCTIONS = 0xffff;
+  const INTA = 0;
+  const prt = (pci.intx ?? []).map(({ slot, gsi }) => aml.pkg(aml.integer(slot * 0x1_0000 + ALL_FUNCTIONS), aml.integer(INTA), aml.integer(0), aml.integer(gsi)));
+  return aml.device(
+    'PCI0',
+    aml.name('_HID', aml.integer(aml.eisaId('PNP0A08'))),
+    aml.name('_CID', aml.integer(aml.eisaId('PNP0A03'))),
+    aml.name('_SEG', aml.integer(0)),
+    aml.name('_BBN', aml.integer(0)),
+    aml.name('_UID', aml.integer(0)),
+    aml.name('_CRS', aml.resourceTemplate(...crs)),
+    ...(prt.length > 0 ? [aml.name('_PRT', aml.pkg(...prt))] : []),
+  );
+}
+
+/**
+ * Device (PRES): a motherboard resource (PNP0C02) reserving the ECAM window. Linux uses an MCFG
+ * region only if it is reserved here or in the e820 map ("MMCONFIG ... not reserved in ACPI
+ * motherboard resources" otherwise), and falls back to 0xCF8.
+ */
+export function pciEcamReservationAml(pci: PciHostBridgeAcpi): Uint8Array {
+  return aml.device(
+    'PRES',
+    aml.name('_HID', aml.integer(aml.eisaId('PNP0C02'))),
+    aml.name('_UID', aml.integer(1)),
+    aml.name('_CRS', aml.resourceTemplate(aml.memory32Fixed(pci.ecamGpa, (pci.busCount ?? 1) * PCI_ECAM_BUS_BYTES))),
+  );
+}
+
+/** The DSDT: \_S5 (power-off through PM1a_CNT) and \_SB with COM1, the virtio-mmio devices and the PCI host bridge. */
+export function buildDsdt(devices: readonly VirtioMmioAcpiDevice[], pci?: PciHostBridgeAcpi): Uint8Array {
   const body = concatBytes([
     aml.name('\\_S5', aml.pkg(aml.integer(ACPI_S5_SLP_TYP), aml.integer(0), aml.integer(0), aml.integer(0))),
-    aml.scope('\\_SB', com1Aml(), ...devices.map((device, i) => virtioMmioDeviceAml(i, device))),
+    aml.scope('\\_SB', com1Aml(), ...devices.map((device, i) => virtioMmioDeviceAml(i, device)),
+      ...(pci ? [pciHostBridgeAml(pci), pciEcamReservationAml(pci)] : [])),
   ]);
   const table = new Uint8Array(ACPI_TABLE_HEADER.sizeBytes + body.length);
   table.set(body, ACPI_TABLE_HEADER.sizeBytes);

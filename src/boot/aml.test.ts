@@ -122,3 +122,21 @@ test('ResourceTemplate: Memory32Fixed + Interrupt, edge and level (virtio-mmio)'
   );
   assert.throws(() => aml.irqNoFlags(16), RangeError);
 });
+
+test('Address space descriptors of a host bridge _CRS: WordBusNumber, WordIO, DWordMemory, QWordMemory match iasl', () => {
+  // iasl -on of (inside one ResourceTemplate, each shown here on its own):
+  //   WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, 0x0000, 0x0000, 0x0000, 0x0001,,, )
+  //   WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0x0000, 0xC000, 0xCFFF, 0x0000, 0x1000,,, , TypeStatic, DenseTranslation)
+  //   DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x00000000,
+  //     0xC0000000, 0xCFFFFFFF, 0x00000000, 0x10000000,,, , AddressRangeMemory, TypeStatic)
+  //   QWordMemory (... NonCacheable, ReadWrite, 0x0, 0x0000004000000000, 0x0000004FFFFFFFFF, 0x0, 0x0000001000000000,,, , AddressRangeMemory, TypeStatic)
+  assertBytes(aml.wordBusNumber(0, 0), '880d00020c0000000000000000000100');
+  assertBytes(aml.wordIo(0xc000, 0x1000), '880d00010c03000000c0ffcf00000010');
+  assertBytes(aml.dwordMemory(0xc000_0000, 0x1000_0000), '871700000c0100000000000000c0ffffffcf0000000000000010');
+  assertBytes(aml.qwordMemory(0x40_0000_0000, 0x10_0000_0000),
+    '8a2b00000c01' + '0000000000000000' + '0000000040000000' + 'ffffffff4f000000' + '0000000000000000' + '0000000010000000');
+  assertBytes(aml.dwordMemory(0xc000_0000, 0x1000, { cacheable: true }).subarray(5, 6), '03');
+  assert.throws(() => aml.dwordMemory(0xffff_f000, 0x2000), RangeError);
+  assert.throws(() => aml.wordBusNumber(0, 256), RangeError);
+  assert.throws(() => aml.wordIo(0xf000, 0x2000), RangeError);
+});

@@ -207,3 +207,61 @@ export function extendedInterrupt(gsis: readonly number[], options: InterruptOpt
     CONSUMER | ((options.trigger ?? 'edge') === 'edge' ? EDGE : 0) | (options.polarity === 'low' ? ACTIVE_LOW : 0) | (options.shared ? SHARED : 0);
   return Uint8Array.from([0x89, ...u16le(2 + 4 * gsis.length), flags, gsis.length, ...gsis.flatMap(u32le)]);
 }
+
+// ---- §6.4.3.5 Address Space Resource Descriptors (what a host bridge's _CRS is made of) ----
+
+/** General Flags: bit 0 consumer (1) / producer (0), bit 1 SubDecode, bit 2 MinFixed, bit 3 MaxFixed. */
+const ADDRESS_PRODUCER_MIN_MAX_FIXED = 0b1100;
+const ADDRESS_TYPE_MEMORY = 0;
+const ADDRESS_TYPE_IO = 1;
+const ADDRESS_TYPE_BUS = 2;
+/** I/O type-specific flags: ISA ranges bits 1:0 = 3 (EntireRange), TypeStatic, DenseTranslation. */
+const IO_ENTIRE_RANGE = 0b11;
+/** Memory type-specific flags: bit 0 ReadWrite, bits 2:1 NonCacheable (0) / Cacheable (1), AddressRangeMemory, TypeStatic. */
+const MEMORY_READ_WRITE = 0b1;
+const MEMORY_CACHEABLE = 0b01 << 1;
+
+function u64le(value: number | bigint): number[] {
+  const v = BigInt(value);
+  return Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(8 * i)) & 0xffn));
+}
+
+function checkRange(what: string, min: number, lengthBytes: number, limit: number): void {
+  if (!Number.isInteger(min) || !Number.isInteger(lengthBytes) || min < 0 || lengthBytes < 1 || min + lengthBytes > limit) {
+    throw new RangeError(`${what} 0x${min.toString(16)}+0x${lengthBytes.toString(16)} must be non-empty and end by 0x${limit.toString(16)}`);
+  }
+}
+
+/**
+ * WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, min, max, 0, count): the
+ * buses below a host bridge. Word Address Space Descriptor, large item 0x08 → 0x88, §6.4.3.5.3.
+ */
+export function wordBusNumber(minBus: number, maxBus: number): Uint8Array {
+  checkRange('bus range', minBus, maxBus - minBus + 1, 0x100);
+  return Uint8Array.from([0x88, ...u16le(13), ADDRESS_TYPE_BUS, ADDRESS_PRODUCER_MIN_MAX_FIXED, 0,
+    ...u16le(0), ...u16le(minBus), ...u16le(maxBus), ...u16le(0), ...u16le(maxBus - minBus + 1)]);
+}
+
+/** WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, min, max, 0, length): an I/O window. */
+export function wordIo(minPort: number, lengthBytes: number): Uint8Array {
+  checkRange('I/O window', minPort, lengthBytes, 0x10000);
+  return Uint8Array.from([0x88, ...u16le(13), ADDRESS_TYPE_IO, ADDRESS_PRODUCER_MIN_MAX_FIXED, IO_ENTIRE_RANGE,
+    ...u16le(0), ...u16le(minPort), ...u16le(minPort + lengthBytes - 1), ...u16le(0), ...u16le(lengthBytes)]);
+}
+
+/**
+ * DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable|Cacheable, ReadWrite,
+ * 0, min, max, 0, length): a 32-bit MMIO window. DWord Address Space Descriptor, large item 0x07 → 0x87, §6.4.3.5.2.
+ */
+export function dwordMemory(minGpa: number, lengthBytes: number, options: { cacheable?: boolean } = {}): Uint8Array {
+  checkRange('32-bit memory window', minGpa, lengthBytes, 0x1_0000_0000);
+  return Uint8Array.from([0x87, ...u16le(23), ADDRESS_TYPE_MEMORY, ADDRESS_PRODUCER_MIN_MAX_FIXED, MEMORY_READ_WRITE | (options.cacheable ? MEMORY_CACHEABLE : 0),
+    ...u32le(0), ...u32le(minGpa), ...u32le(minGpa + lengthBytes - 1), ...u32le(0), ...u32le(lengthBytes)]);
+}
+
+/** QWordMemory (same arguments as DWordMemory): a 64-bit MMIO window. Large item 0x0A → 0x8A, §6.4.3.5.1. */
+export function qwordMemory(minGpa: number, lengthBytes: number, options: { cacheable?: boolean } = {}): Uint8Array {
+  checkRange('64-bit memory window', minGpa, lengthBytes, Number.MAX_SAFE_INTEGER);
+  return Uint8Array.from([0x8a, ...u16le(43), ADDRESS_TYPE_MEMORY, ADDRESS_PRODUCER_MIN_MAX_FIXED, MEMORY_READ_WRITE | (options.cacheable ? MEMORY_CACHEABLE : 0),
+    ...u64le(0), ...u64le(minGpa), ...u64le(BigInt(minGpa) + BigInt(lengthBytes) - 1n), ...u64le(0), ...u64le(lengthBytes)]);
+}

@@ -2,19 +2,20 @@
 // as a BusDevice wrapping any VirtioDevice. Spec: VIRTIO 1.2, 4.2 Virtio Over MMIO; register names
 // as in Linux include/uapi/linux/virtio_mmio.h.
 //
-// It owns the status state machine, feature negotiation and queue configuration, and turns device
-// interrupts into InterruptStatus bits and an injected line. It does not know how the line
+// It maps the register file onto the shared transport core (transport.ts: status state machine,
+// feature negotiation, queue configuration) and turns device interrupts into InterruptStatus bits
+// and an injected line. It does not know how the line
 // reaches the guest (irqfd, an in-kernel IOAPIC pin) nor where it sits on the bus. It does not do
 // the legacy (version 1) layout, shared memory regions, or VIRTIO_F_RING_RESET.
 import type { BusDevice } from '../bus/bus.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import {
-  VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
-  VIRTIO_F_VERSION_1, featureBit, hasFeature,
-  type VirtioDevice, type VirtioInterrupt,
-} from './virtio.js';
-import { VirtioError } from './virtio-error.js';
-import { VIRTQUEUE_FEATURES, Virtqueue } from './virtqueue.js';
+  QUEUE_DESC_HIGH, QUEUE_DESC_LOW, QUEUE_DEVICE_HIGH, QUEUE_DEVICE_LOW, QUEUE_DRIVER_HIGH, QUEUE_DRIVER_LOW,
+  VirtioTransportCore,
+} from './transport.js';
+import type { VirtioDevice } from './virtio.js';
+import type { VirtioError } from './virtio-error.js';
+import type { Virtqueue } from './virtqueue.js';
 
 // ---- 4.2.2 MMIO Device Register Layout (byte offsets) ----
 export const VIRTIO_MMIO_MAGIC_VALUE = 0x000;
@@ -86,37 +87,35 @@ export class VirtioMmio implements BusDevice {
   readonly queues: readonly Virtqueue[];
   /** Everything the driver may accept: the device's bits, the ring bits, VIRTIO_F_VERSION_1. */
   readonly offeredFeatures: bigint;
-  private readonly memory: GuestMemory;
+  private readonly core: VirtioTransportCore;
   private readonly irq: VirtioIrq;
   private readonly vendorId: number;
-  private readonly onError: ((error: VirtioError) => void) | undefined;
-  private status = 0;
   private deviceFeaturesSel = 0;
   private driverFeaturesSel = 0;
-  private driverFeatures = 0n;
   private queueSel = 0;
   private interruptStatus = 0;
   private irqLevel: 0 | 1 = 0;
-  private configGeneration = 0;
-  /** Bumped by every reset: interrupts from an older activation are dropped. */
-  private epoch = 0;
-  private deviceActive = false;
-  // The driver writes ring addresses as 32-bit halves; kept apart until a queue is made ready.
-  private readonly queueAddr: Uint32Array;
 
   constructor(readonly device: VirtioDevice, options: VirtioMmioOptions) {
-    this.memory = options.memory;
     this.irq = options.irq;
     this.vendorId = options.vendorId ?? VIRTIO_MMIO_VENDOR_TSVMM;
-    this.onError = options.onError;
-    this.offeredFeatures = device.deviceFeatures | (options.ringFeatures ?? VIRTQUEUE_FEATURES) | featureBit(VIRTIO_F_VERSION_1);
-    this.queues = device.queueMaxSizes.map((max, i) => new Virtqueue(i, max));
-    this.queueAddr = new Uint32Array(this.queues.length * 6);
+    this.core = new VirtioTransportCore(device, {
+      memory: options.memory,
+      label: `virtio-mmio device ${device.deviceType}`,
+      interrupts: {
+        queue: () => this.raise(VIRTIO_MMIO_INT_VRING),
+        config: () => this.raise(VIRTIO_MMIO_INT_CONFIG),
+      },
+      onError: options.onError,
+      ...(options.ringFeatures === undefined ? {} : { ringFeatures: options.ringFeatures }),
+    });
+    this.queues = this.core.queues;
+    this.offeredFeatures = this.core.offeredFeatures;
   }
 
   /** The device status byte as the driver reads it. */
   get deviceStatus(): number {
-    return this.status;
+    return this.core.status;
   }
 
   get pendingInterrupts(): number {
@@ -124,7 +123,16 @@ export class VirtioMmio implements BusDevice {
   }
 
   get negotiatedFeatures(): bigint {
-    return this.driverFeatures;
+    return this.core.driverFeatures;
+  }
+
+  /**
+   * A QueueNotify for `queueIndex` that did not come through write(): the VMM's ioeventfd on the
+   * QueueNotify register took the guest's write in the hypervisor (no exit) and reports it here.
+   * Same checks as the register write.
+   */
+  notifyQueue(queueIndex: number): void {
+    this.core.notify(queueIndex & 0xffff);
   }
 
   read(offset: number, data: Uint8Array): void {
@@ -170,19 +178,18 @@ export class VirtioMmio implements BusDevice {
       case VIRTIO_MMIO_VERSION: return VIRTIO_MMIO_VERSION_MODERN;
       case VIRTIO_MMIO_DEVICE_ID: return this.device.deviceType;
       case VIRTIO_MMIO_VENDOR_ID: return this.vendorId;
-      case VIRTIO_MMIO_DEVICE_FEATURES:
-        return this.deviceFeaturesSel > 1 ? 0 : Number((this.offeredFeatures >> BigInt(32 * this.deviceFeaturesSel)) & 0xffff_ffffn);
+      case VIRTIO_MMIO_DEVICE_FEATURES: return this.core.deviceFeatureWord(this.deviceFeaturesSel);
       case VIRTIO_MMIO_QUEUE_NUM_MAX: return this.selectedQueue()?.maxSize ?? 0;
       case VIRTIO_MMIO_QUEUE_READY: return this.selectedQueue()?.ready ? 1 : 0;
       case VIRTIO_MMIO_INTERRUPT_STATUS: return this.interruptStatus;
-      case VIRTIO_MMIO_STATUS: return this.status;
+      case VIRTIO_MMIO_STATUS: return this.core.status;
       // No shared memory regions: a length of all ones says "no such region" (4.2.2).
       case VIRTIO_MMIO_SHM_LEN_LOW:
       case VIRTIO_MMIO_SHM_LEN_HIGH:
       case VIRTIO_MMIO_SHM_BASE_LOW:
       case VIRTIO_MMIO_SHM_BASE_HIGH:
         return 0xffff_ffff;
-      case VIRTIO_MMIO_CONFIG_GENERATION: return this.configGeneration;
+      case VIRTIO_MMIO_CONFIG_GENERATION: return this.core.configGeneration;
       default: return 0; // write-only and reserved registers read as zero
     }
   }
@@ -191,165 +198,27 @@ export class VirtioMmio implements BusDevice {
     switch (offset) {
       case VIRTIO_MMIO_DEVICE_FEATURES_SEL: this.deviceFeaturesSel = v; return;
       case VIRTIO_MMIO_DRIVER_FEATURES_SEL: this.driverFeaturesSel = v; return;
-      case VIRTIO_MMIO_DRIVER_FEATURES: this.writeDriverFeatures(v); return;
+      case VIRTIO_MMIO_DRIVER_FEATURES: this.core.writeDriverFeatureWord(this.driverFeaturesSel, v); return;
       case VIRTIO_MMIO_QUEUE_SEL: this.queueSel = v; return;
-      case VIRTIO_MMIO_QUEUE_NUM: {
-        const q = this.selectedQueue();
-        if (q && !q.ready) q.size = v; // checked when the queue is activated
-        return;
-      }
-      case VIRTIO_MMIO_QUEUE_DESC_LOW:
-      case VIRTIO_MMIO_QUEUE_DESC_HIGH:
-      case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
-      case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
-      case VIRTIO_MMIO_QUEUE_USED_LOW:
-      case VIRTIO_MMIO_QUEUE_USED_HIGH:
-        this.writeQueueAddress(offset, v);
-        return;
-      case VIRTIO_MMIO_QUEUE_READY: this.writeQueueReady(v); return;
-      case VIRTIO_MMIO_QUEUE_NOTIFY: this.queueNotify(v); return;
+      case VIRTIO_MMIO_QUEUE_NUM: this.core.writeQueueSize(this.queueSel, v); return;
+      case VIRTIO_MMIO_QUEUE_DESC_LOW: this.core.writeQueueAddressWord(this.queueSel, QUEUE_DESC_LOW, v); return;
+      case VIRTIO_MMIO_QUEUE_DESC_HIGH: this.core.writeQueueAddressWord(this.queueSel, QUEUE_DESC_HIGH, v); return;
+      case VIRTIO_MMIO_QUEUE_AVAIL_LOW: this.core.writeQueueAddressWord(this.queueSel, QUEUE_DRIVER_LOW, v); return;
+      case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: this.core.writeQueueAddressWord(this.queueSel, QUEUE_DRIVER_HIGH, v); return;
+      case VIRTIO_MMIO_QUEUE_USED_LOW: this.core.writeQueueAddressWord(this.queueSel, QUEUE_DEVICE_LOW, v); return;
+      case VIRTIO_MMIO_QUEUE_USED_HIGH: this.core.writeQueueAddressWord(this.queueSel, QUEUE_DEVICE_HIGH, v); return;
+      case VIRTIO_MMIO_QUEUE_READY: this.core.writeQueueReady(this.queueSel, (v & 1) === 1); return;
+      case VIRTIO_MMIO_QUEUE_NOTIFY: this.core.notify(v & 0xffff); return;
       case VIRTIO_MMIO_INTERRUPT_ACK:
         this.interruptStatus &= ~v;
         this.updateIrqLevel();
         return;
-      case VIRTIO_MMIO_STATUS: this.writeStatus(v); return;
+      case VIRTIO_MMIO_STATUS:
+        if ((v & 0xff) === 0) this.reset();
+        else this.core.writeStatus(v);
+        return;
       default: return; // read-only and reserved registers ignore writes
     }
-  }
-
-  private writeDriverFeatures(v: number): void {
-    // Only between DRIVER and FEATURES_OK (3.1.1 steps 3-5); the driver cannot change its mind later.
-    if (!(this.status & VIRTIO_CONFIG_S_DRIVER) || this.status & VIRTIO_CONFIG_S_FEATURES_OK) return;
-    if (this.driverFeaturesSel > 1) return;
-    const shift = BigInt(32 * this.driverFeaturesSel);
-    this.driverFeatures = (this.driverFeatures & ~(0xffff_ffffn << shift)) | (BigInt(v) << shift);
-  }
-
-  private writeQueueAddress(offset: number, v: number): void {
-    const q = this.selectedQueue();
-    if (!q || q.ready) return; // 4.2.2.2: not while the queue is ready
-    // [desc low, desc high, avail low, avail high, used low, used high] per queue
-    const base = q.index * 6;
-    this.queueAddr[base + ((offset - VIRTIO_MMIO_QUEUE_DESC_LOW) >> 4) * 2 + ((offset >> 2) & 1)] = v;
-    // A high word above 0x1fffff makes an inexact number, but one far beyond RAM: activate() refuses it.
-    const a = this.queueAddr;
-    q.descTableGpa = a[base + 1]! * 0x1_0000_0000 + a[base]!;
-    q.availRingGpa = a[base + 3]! * 0x1_0000_0000 + a[base + 2]!;
-    q.usedRingGpa = a[base + 5]! * 0x1_0000_0000 + a[base + 4]!;
-  }
-
-  private writeQueueReady(v: number): void {
-    const q = this.selectedQueue();
-    if (!q) return;
-    const ready = (v & 1) === 1;
-    if (ready === q.ready) return;
-    q.ready = ready;
-    if (!ready) {
-      q.deactivate();
-      return;
-    }
-    // A queue made ready after DRIVER_OK starts at once; before, it starts with the device.
-    if (this.deviceActive && !(this.status & VIRTIO_CONFIG_S_NEEDS_RESET)) {
-      try {
-        q.activate(this.memory, this.driverFeatures);
-      } catch (e) {
-        if (!(e instanceof VirtioError)) throw e;
-        this.setNeedsReset(e);
-      }
-    }
-  }
-
-  /**
-   * A QueueNotify for `queueIndex` that did not come through write(): the VMM's ioeventfd on the
-   * QueueNotify register took the guest's write in the hypervisor (no exit) and reports it here.
-   * Same checks as the register write.
-   */
-  notifyQueue(queueIndex: number): void {
-    this.queueNotify(queueIndex);
-  }
-
-  private queueNotify(v: number): void {
-    if (!this.deviceActive || this.status & VIRTIO_CONFIG_S_NEEDS_RESET) return;
-    const q = this.queues[v & 0xffff];
-    if (q?.isActive) this.device.notify(q.index);
-  }
-
-  private writeStatus(v: number): void {
-    v &= 0xff;
-    if (v === 0) {
-      this.reset();
-      return;
-    }
-    // Bits only accumulate until reset (the driver MUST NOT clear one), and NEEDS_RESET is ours.
-    const old = this.status;
-    let next = old | (v & ~VIRTIO_CONFIG_S_NEEDS_RESET);
-    if (next & VIRTIO_CONFIG_S_FEATURES_OK && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
-      const problem = this.featureProblem(next);
-      if (problem) {
-        // 3.1.1 step 6: the driver re-reads status, sees FEATURES_OK clear, and gives up.
-        next &= ~VIRTIO_CONFIG_S_FEATURES_OK;
-        this.onError?.(new VirtioError('features', problem));
-      }
-    }
-    if (next & VIRTIO_CONFIG_S_DRIVER_OK && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) {
-      if (!(next & VIRTIO_CONFIG_S_FEATURES_OK)) {
-        next &= ~VIRTIO_CONFIG_S_DRIVER_OK;
-        this.onError?.(new VirtioError('status', `virtio-mmio device ${this.device.deviceType}: DRIVER_OK written before FEATURES_OK was accepted; the driver must reset the device`));
-      } else {
-        this.status = next;
-        this.activateDevice();
-        return;
-      }
-    }
-    this.status = next;
-  }
-
-  private featureProblem(status: number): string | null {
-    const dev = `virtio-mmio device ${this.device.deviceType}`;
-    if (!(status & VIRTIO_CONFIG_S_DRIVER)) return `${dev}: FEATURES_OK written before DRIVER; the driver must reset the device`;
-    const extra = this.driverFeatures & ~this.offeredFeatures;
-    if (extra !== 0n) return `${dev}: driver accepted features 0x${extra.toString(16)} the device did not offer (offered 0x${this.offeredFeatures.toString(16)})`;
-    if (!hasFeature(this.driverFeatures, VIRTIO_F_VERSION_1)) return `${dev}: driver did not accept VIRTIO_F_VERSION_1, which a version 2 virtio-mmio device requires (legacy drivers are not supported)`;
-    return null;
-  }
-
-  private activateDevice(): void {
-    try {
-      for (const q of this.queues) if (q.ready) q.activate(this.memory, this.driverFeatures);
-    } catch (e) {
-      if (!(e instanceof VirtioError)) throw e;
-      this.setNeedsReset(e);
-      return;
-    }
-    this.deviceActive = true;
-    this.device.activate(this.queues, this.memory, this.interruptFor(this.epoch), this.driverFeatures);
-  }
-
-  /** The device's way out, bound to one activation: after a reset its calls do nothing. */
-  private interruptFor(epoch: number): VirtioInterrupt {
-    const live = () => epoch === this.epoch;
-    return {
-      usedBuffer: () => {
-        if (live() && !(this.status & VIRTIO_CONFIG_S_NEEDS_RESET)) this.raise(VIRTIO_MMIO_INT_VRING);
-      },
-      configChanged: () => {
-        if (!live()) return;
-        this.configGeneration = (this.configGeneration + 1) >>> 0;
-        if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.raise(VIRTIO_MMIO_INT_CONFIG);
-      },
-      needsReset: (error) => {
-        if (live()) this.setNeedsReset(error);
-      },
-    };
-  }
-
-  private setNeedsReset(error: VirtioError): void {
-    const already = (this.status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
-    this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-    if (already) return;
-    this.onError?.(error);
-    // 2.1.2: with DRIVER_OK set, the device sends a configuration change notification.
-    if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.raise(VIRTIO_MMIO_INT_CONFIG);
   }
 
   private raise(bits: number): void {
@@ -369,15 +238,9 @@ export class VirtioMmio implements BusDevice {
 
   /** Writing 0 to Status (4.2.3.1): everything back to power-on, the device included. */
   reset(): void {
-    this.epoch++;
-    this.deviceActive = false;
-    this.device.reset();
-    for (const q of this.queues) q.reset();
-    this.queueAddr.fill(0);
-    this.status = 0;
+    this.core.reset();
     this.deviceFeaturesSel = 0;
     this.driverFeaturesSel = 0;
-    this.driverFeatures = 0n;
     this.queueSel = 0;
     this.interruptStatus = 0;
     this.updateIrqLevel();
