@@ -239,13 +239,15 @@ test('host INVTSC detection needs both constant_tsc and nonstop_tsc', () => {
   assert.equal(hostHasInvariantTsc(''), false);
 });
 
-test('userspace irqchip CPUID: leaf 1 loses x2APIC and TSC-deadline, nothing else changes', () => {
+test('userspace irqchip CPUID: leaf 1 loses x2APIC, has TSC-deadline only when trapped, nothing else changes', () => {
   const entries = [
     { function: 1, index: 0, flags: 0, eax: 0x806f8, ebx: 0x800, ecx: 0xfffa3203, edx: 0x178bfbff },
     { function: 7, index: 0, flags: 1, eax: 0, ebx: 0x1000000, ecx: 0x1000000, edx: 0 },
   ];
-  const out = withoutInKernelApicFeatures(entries);
+  const out = withoutInKernelApicFeatures(entries, { tscDeadline: false });
   assert.equal(out[0]!.ecx, (0xfffa3203 & ~((1 << 21) | (1 << 24))) >>> 0);
+  const trapped = withoutInKernelApicFeatures([{ ...entries[0]!, ecx: 0 }], { tscDeadline: true });
+  assert.equal(trapped[0]!.ecx, 1 << 24, 'offered even where the host CPUID lacks it: our LAPIC implements it');
   assert.equal(out[0]!.edx, 0x178bfbff);
   assert.deepEqual(out[1], entries[1]);
   assert.equal(entries[0]!.ecx, 0xfffa3203, 'the input is not modified');

@@ -193,11 +193,14 @@ export const CPUID_1_ECX_TSC_DEADLINE = 1 << 24;
 
 /**
  * CPUID for the VMM's own interrupt controllers (`--irqchip userspace`): no x2APIC (its MSRs are
- * KVM's in-kernel APIC's) and no TSC-deadline timer (without an in-kernel APIC, KVM drops
- * IA32_TSC_DEADLINE writes, and tsvmm does not filter that MSR to userspace yet).
+ * KVM's in-kernel APIC's), and the TSC-deadline timer only when IA32_TSC_DEADLINE is trapped to
+ * the VMM (without an in-kernel APIC, KVM drops writes to it).
  */
-export function withoutInKernelApicFeatures(entries: readonly CpuidEntry[]): CpuidEntry[] {
-  return entries.map((e) => (e.function === 1
-    ? { ...e, ecx: (e.ecx & ~(CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE)) >>> 0 }
-    : { ...e }));
+export function withoutInKernelApicFeatures(entries: readonly CpuidEntry[], opts: { tscDeadline: boolean }): CpuidEntry[] {
+  return entries.map((e) => {
+    if (e.function !== 1) return { ...e };
+    let ecx = e.ecx & ~CPUID_1_ECX_X2APIC;
+    ecx = opts.tscDeadline ? ecx | CPUID_1_ECX_TSC_DEADLINE : ecx & ~CPUID_1_ECX_TSC_DEADLINE;
+    return { ...e, ecx: ecx >>> 0 };
+  });
 }

@@ -205,8 +205,8 @@ export class Lapic implements BusDevice {
   private tscDeadline = 0n;
   private lastDeadlineNs: bigint | null = null;
 
-  private readonly tscHz: bigint;
-  private readonly tscAtZero: bigint;
+  private tscHz: bigint;
+  private tscAtZero: bigint;
   private readonly timerHz: bigint;
   private readonly ipi: IpiMessage = {
     destination: 0, destMode: 0, shorthand: 0, deliveryMode: 0, vector: 0, level: 0, trigger: 0, sourceId: 0,
@@ -485,6 +485,17 @@ export class Lapic implements BusDevice {
   private divide(): bigint {
     const v = (this.tdcr & 3) | ((this.tdcr & 8) >> 1);
     return v === 7 ? 1n : 2n << BigInt(v);
+  }
+
+  /**
+   * The guest TSC's rate and offset, once the VMM knows them (the hypervisor reports them per
+   * vCPU after creation): guest TSC = tscAtZero + nowNs * tscHz / 1e9.
+   */
+  setTscClock(tscHz: bigint, tscAtZero: bigint): void {
+    if (tscHz <= 0n) throw new IrqchipError('bad-config', `LAPIC ${this.apicId}: TSC frequency ${tscHz} Hz is not positive`);
+    this.tscHz = tscHz;
+    this.tscAtZero = tscAtZero;
+    this.timerUpdate();
   }
 
   /** The guest TSC at VMM time `ns`. */

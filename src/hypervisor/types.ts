@@ -40,6 +40,8 @@ export interface ExitHandlers {
   timerDue?(vcpu: number): void;
   /** The vCPU halted and nothing wakes it yet: an idle point for deferred work (see offerIdleWork). */
   idle?(vcpu: number): void;
+  /** RDMSR/WRMSR of an MSR given to HvVm.trapMsrs (`data`: 8 bytes, little-endian); false injects #GP. */
+  msr?(vcpu: number, index: number, isWrite: boolean, data: Uint8Array): boolean;
 }
 
 export type IrqchipMode = 'kernel' | 'userspace';
@@ -106,6 +108,8 @@ export interface HvVcpu {
   nmi(): void;
   /** Whether a halting vCPU should report its idle time (handlers.idle) before it sleeps. */
   offerIdleWork(on: boolean): void;
+  /** Before start(): the guest TSC's rate and its value at one instant of the process.hrtime.bigint() clock. */
+  tscClock(): { tscHz: bigint; tsc: bigint; atNs: bigint };
   state(): VcpuRunState;
   kick(): void;
   pause(): Promise<void>;
@@ -151,6 +155,11 @@ export interface HvVm {
     onNotify: (count: bigint) => void): { remove(): void };
   /** An interrupt line that any thread can raise without a syscall into the VMM's main thread. */
   addIrqFd(gsi: number): { trigger(): void; remove(): void };
+  /**
+   * RDMSR and WRMSR of these MSRs exit to the VMM (ExitHandlers.msr) instead of being the
+   * hypervisor's; false (nothing changed) when the host cannot do that. Before any vCPU runs.
+   */
+  trapMsrs(indices: readonly number[]): boolean;
   close(): void;
 }
 

@@ -224,6 +224,21 @@ export const kvm_signal_mask = layout('kvm_signal_mask', 4, { len: [0, 'u32'] })
 // struct kvm_mp_state
 export const kvm_mp_state = layout('kvm_mp_state', 4, { mp_state: [0, 'u32'] });
 
+// struct kvm_msr_filter_range / kvm_msr_filter (KVM_X86_SET_MSR_FILTER)
+export const kvm_msr_filter_range = layout('kvm_msr_filter_range', 24, {
+  flags: [0, 'u32'], nmsrs: [4, 'u32'], base: [8, 'u32'], bitmap: [16, 'u64'],
+});
+export const KVM_MSR_FILTER_MAX_RANGES = 16;
+export const kvm_msr_filter = layout('kvm_msr_filter', 8 + KVM_MSR_FILTER_MAX_RANGES * 24, {
+  // ranges: kvm_msr_filter_range[16], declared as u64 words so the C layout aligns it as the struct does
+  flags: [0, 'u32'], ranges: [8, 'u64', KVM_MSR_FILTER_MAX_RANGES * 3],
+});
+export const KVM_MSR_FILTER_DEFAULT_ALLOW = 0;
+export const KVM_MSR_FILTER_READ = 1 << 0;
+export const KVM_MSR_FILTER_WRITE = 1 << 1;
+/** KVM_CAP_X86_USER_SPACE_MSR argument: exit to userspace for MSRs a filter denies. */
+export const KVM_MSR_EXIT_REASON_FILTER = 1 << 2;
+
 // struct kvm_interrupt (KVM_INTERRUPT: the vector to inject, without an in-kernel irqchip)
 export const kvm_interrupt = layout('kvm_interrupt', 4, { irq: [0, 'u32'] });
 
@@ -293,7 +308,7 @@ export const KVM_CAP = {
   KVM_CAP_USER_NMI: 22, KVM_CAP_READONLY_MEM: 81,
   KVM_CAP_MAX_VCPUS: 66, KVM_CAP_SYNC_REGS: 74, KVM_CAP_SIGNAL_MSI: 77, KVM_CAP_MAX_VCPU_ID: 128,
   KVM_CAP_IMMEDIATE_EXIT: 136, KVM_CAP_X86_DISABLE_EXITS: 143, KVM_CAP_X86_USER_SPACE_MSR: 188,
-  KVM_CAP_DIRTY_LOG_RING: 192,
+  KVM_CAP_X86_MSR_FILTER: 189, KVM_CAP_DIRTY_LOG_RING: 192, KVM_CAP_GET_TSC_KHZ: 61,
 } as const;
 export type KvmCapName = keyof typeof KVM_CAP;
 

@@ -48,6 +48,7 @@ export const KVM_CREATE_PIT2 = ioctl('KVM_CREATE_PIT2', _IOW(0x77, abi.kvm_pit_c
 export const KVM_IOEVENTFD = ioctl('KVM_IOEVENTFD', _IOW(0x79, abi.kvm_ioeventfd.sizeBytes), 'vm', 'KVM_CAP_IOEVENTFD');
 export const KVM_SET_CLOCK = ioctl('KVM_SET_CLOCK', _IOW(0x7b, abi.kvm_clock_data.sizeBytes), 'vm', 'KVM_CAP_ADJUST_CLOCK');
 export const KVM_GET_CLOCK = ioctl('KVM_GET_CLOCK', _IOR(0x7c, abi.kvm_clock_data.sizeBytes), 'vm', 'KVM_CAP_ADJUST_CLOCK');
+export const KVM_X86_SET_MSR_FILTER = ioctl('KVM_X86_SET_MSR_FILTER', _IOW(0xc6, abi.kvm_msr_filter.sizeBytes), 'vm', 'KVM_CAP_X86_MSR_FILTER');
 export const KVM_ENABLE_CAP_VM = ioctl('KVM_ENABLE_CAP', _IOW(0xa3, abi.kvm_enable_cap.sizeBytes), 'vm');
 
 export const KVM_RUN = ioctl('KVM_RUN', _IO(0x80), 'vcpu');
@@ -55,6 +56,7 @@ export const KVM_GET_REGS = ioctl('KVM_GET_REGS', _IOR(0x81, abi.kvm_regs.sizeBy
 export const KVM_SET_REGS = ioctl('KVM_SET_REGS', _IOW(0x82, abi.kvm_regs.sizeBytes), 'vcpu');
 export const KVM_GET_SREGS = ioctl('KVM_GET_SREGS', _IOR(0x83, abi.kvm_sregs.sizeBytes), 'vcpu');
 export const KVM_SET_SREGS = ioctl('KVM_SET_SREGS', _IOW(0x84, abi.kvm_sregs.sizeBytes), 'vcpu');
+export const KVM_GET_TSC_KHZ = ioctl('KVM_GET_TSC_KHZ', _IO(0xa3), 'vcpu', 'KVM_CAP_GET_TSC_KHZ');
 export const KVM_INTERRUPT = ioctl('KVM_INTERRUPT', _IOW(0x86, abi.kvm_interrupt.sizeBytes), 'vcpu');
 export const KVM_NMI = ioctl('KVM_NMI', _IO(0x9a), 'vcpu', 'KVM_CAP_USER_NMI');
 export const KVM_TRANSLATE = ioctl('KVM_TRANSLATE', _IOWR(0x85, abi.kvm_translation.sizeBytes), 'vcpu');

@@ -131,6 +131,28 @@ export class KvmVm {
     return new BigUint64Array(store.buffer, store.byteOffset, words);
   }
 
+  /**
+   * KVM_X86_SET_MSR_FILTER: every MSR in `trapped` exits to userspace on RDMSR and WRMSR
+   * (KVM_EXIT_X86_RDMSR/WRMSR, once KVM_CAP_X86_USER_SPACE_MSR is enabled with
+   * KVM_MSR_EXIT_REASON_FILTER); all others stay KVM's. One range per MSR, bitmap bit 0 clear (deny).
+   */
+  setMsrFilter(trapped: readonly number[]): void {
+    if (trapped.length > abi.KVM_MSR_FILTER_MAX_RANGES) throw new Error(`MSR filter: ${trapped.length} MSRs, at most ${abi.KVM_MSR_FILTER_MAX_RANGES}`);
+    const b = Buffer.alloc(abi.kvm_msr_filter.sizeBytes);
+    b.writeUInt32LE(abi.KVM_MSR_FILTER_DEFAULT_ALLOW, abi.kvm_msr_filter.at.flags);
+    // KVM copies the bitmaps during the ioctl; one zero byte (off the V8 heap) serves every range.
+    const deny = Buffer.allocUnsafeSlow(128).fill(0);
+    const r = abi.kvm_msr_filter_range;
+    trapped.forEach((index, i) => {
+      const base = abi.kvm_msr_filter.at.ranges + i * r.sizeBytes;
+      b.writeUInt32LE(abi.KVM_MSR_FILTER_READ | abi.KVM_MSR_FILTER_WRITE, base + r.at.flags);
+      b.writeUInt32LE(1, base + r.at.nmsrs);
+      b.writeUInt32LE(index >>> 0, base + r.at.base);
+      b.writeBigUInt64LE(libc.addressOf(deny), base + r.at.bitmap);
+    });
+    this.call(io.KVM_X86_SET_MSR_FILTER, b, `trapping MSRs ${trapped.map((m) => `0x${m.toString(16)}`).join(', ')} to userspace`);
+  }
+
   setTssAddr(gpa: number): void {
     this.call(io.KVM_SET_TSS_ADDR, gpa, `placing the real-mode TSS at gpa 0x${gpa.toString(16)}`);
   }
@@ -322,6 +344,21 @@ export class KvmVcpu {
   interrupt(vector: number): void {
     this.interruptBuf.writeUInt32LE(vector, abi.kvm_interrupt.at.irq);
     this.call(io.KVM_INTERRUPT, this.interruptBuf, `injecting interrupt vector ${vector}`);
+  }
+
+  /** KVM_GET_TSC_KHZ: the guest TSC frequency in kHz. */
+  tscKhz(): number {
+    return this.call(io.KVM_GET_TSC_KHZ, 0, 'reading the guest TSC frequency');
+  }
+
+  /** One MSR's value (KVM_GET_MSRS with one entry). */
+  getMsr(index: number): bigint {
+    const b = Buffer.alloc(abi.kvm_msrs.sizeBytes + abi.kvm_msr_entry.sizeBytes);
+    b.writeUInt32LE(1, abi.kvm_msrs.at.nmsrs);
+    b.writeUInt32LE(index, abi.kvm_msrs.sizeBytes + abi.kvm_msr_entry.at.index);
+    const n = this.call(io.KVM_GET_MSRS, b, `reading MSR 0x${index.toString(16)}`);
+    if (n !== 1) throw new KvmError('ioctl', 'KVM_GET_MSRS', this.target, 0, `reading MSR 0x${index.toString(16)}`, 'the host does not have this MSR');
+    return b.readBigUInt64LE(abi.kvm_msrs.sizeBytes + abi.kvm_msr_entry.at.data);
   }
 
   /** KVM_NMI: queues an NMI for the next entry. */

@@ -14,7 +14,7 @@ import { ConsoleSink } from './console.js';
 import { attachVirtioDevices, virtioAcpiDevices, type VirtioSlot, type VirtioSlotConfig } from './virtio-devices.js';
 import { DeferredWorkQueue } from './deferred-work.js';
 import { MemoryMap } from './memory-map.js';
-import { UserspaceIrqchip } from './userspace-irqchip.js';
+import { TRAPPED_MSRS, UserspaceIrqchip } from './userspace-irqchip.js';
 
 /** Deferred work waits at most this long for an idle vCPU. */
 const DEFERRED_WORK_MAX_DELAY_NS = 10_000_000n;
@@ -108,9 +108,13 @@ export class Machine implements ExitHandlers {
     }
     try {
       const userspaceIrqchip = config.irqchip === 'userspace';
+      // Without KVM's APIC, KVM drops IA32_TSC_DEADLINE writes: the guest gets TSC-deadline mode
+      // only when the MSR can be trapped to our LAPIC.
+      let msrsTrapped = false;
       if (userspaceIrqchip) {
         this.irqchip = new UserspaceIrqchip({ cpus: config.cpus });
         this.irqchip.register(this.pioBus, this.mmioBus);
+        msrsTrapped = this.vm.trapMsrs(TRAPPED_MSRS);
       } else this.vm.createInterruptControllers();
       // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB; one host allocation and one
       // region each, committed before any vCPU exists.
@@ -152,7 +156,7 @@ export class Machine implements ExitHandlers {
         this.migrationBlockers.push('INVTSC is offered to the guest (--cpu-invtsc): a guest that relies on an invariant TSC cannot move to a host with another TSC rate');
       }
       let supported = setInvariantTsc(hv.supportedCpuid(), invtsc);
-      if (userspaceIrqchip) supported = withoutInKernelApicFeatures(supported);
+      if (userspaceIrqchip) supported = withoutInKernelApicFeatures(supported, { tscDeadline: msrsTrapped });
       for (let i = 0; i < config.cpus; i++) {
         const v = this.vm.createVcpu(i);
         v.setCpuid(cpuidForVcpu(supported, i, config.cpus));
@@ -161,6 +165,7 @@ export class Machine implements ExitHandlers {
       const bsp = this.vcpus[0]!;
       // KVM's LAPIC needs LINT0/LINT1 set as firmware leaves them; ours starts that way.
       if (!userspaceIrqchip) bsp.setupLint();
+      else if (msrsTrapped) this.irqchip!.setTscClock(bsp.tscClock());
       const state = this.guest.bootState(bsp.getSregs());
       bsp.setSregs(state.sregs);
       bsp.setRegs(state.regs);
@@ -227,6 +232,10 @@ export class Machine implements ExitHandlers {
 
   timerDue(vcpu: number): void {
     this.irqchip?.timerDue(vcpu);
+  }
+
+  msr(vcpu: number, index: number, isWrite: boolean, data: Uint8Array): boolean {
+    return this.irqchip?.msr(vcpu, index, isWrite, data) ?? false;
   }
 
   /** A halted vCPU hands its idle time to deferred work, up to its next timer. */

@@ -103,3 +103,26 @@ test('the LAPIC page answers only for the vCPU that accesses it, and the IOAPIC 
   assert.equal(chip.mmio(0, 0xfed0_0000, false, d), false, 'not the APIC page');
   assert.equal(chip.mmio(5, LAPIC, false, d), false, 'no such vCPU');
 });
+
+test('trapped MSRs: IA32_TSC_DEADLINE arms the vCPU\'s deadline on the guest TSC clock; IA32_APIC_BASE reads back; others #GP', () => {
+  const { chip, vcpus, lapicWrite, clock } = rig(1);
+  // Guest TSC at 2 GHz, reading 5e9 at VMM time 1 ms.
+  chip.setTscClock({ tscHz: 2_000_000_000n, tsc: 5_000_000_000n, atNs: 1_000_000n });
+  lapicWrite(0, APIC_SPIV, APIC_SPIV_APIC_ENABLED | 0xff);
+  lapicWrite(0, APIC_LVTT, 0x40000 | 0x41); // TSC-deadline mode (bits 18:17 = 10), vector 0x41
+  const d = new Uint8Array(8);
+  new DataView(d.buffer).setBigUint64(0, 5_000_000_000n + 2_000_000n, true); // 1 ms of guest TSC later
+  assert.equal(chip.msr(0, 0x6e0, true, d), true);
+  assert.equal(vcpus[0]!.deadline, clock.now + 1_000_000n);
+  clock.now += 1_000_000n;
+  chip.timerDue(0);
+  assert.equal(vcpus[0]!.pending, true);
+  assert.equal(chip.interruptAck(0), 0x41);
+  assert.equal(chip.msr(0, 0x6e0, false, d), true);
+  assert.equal(new DataView(d.buffer).getBigUint64(0, true), 0n, 'the MSR reads 0 once fired');
+  assert.equal(chip.msr(0, 0x1b, false, d), true);
+  assert.equal(new DataView(d.buffer).getBigUint64(0, true), 0xfee00000n | (1n << 11n) | (1n << 8n), 'base, enabled, BSP');
+  new DataView(d.buffer).setBigUint64(0, 0xfee00000n | (1n << 10n) | (1n << 11n), true);
+  assert.equal(chip.msr(0, 0x1b, true, d), false, 'x2APIC enable: #GP');
+  assert.equal(chip.msr(0, 0x10, false, d), false, 'not ours');
+});

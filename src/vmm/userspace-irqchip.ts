@@ -20,6 +20,11 @@ export interface DeadlineTimer {
   onTime(nowNs: bigint): void;
 }
 
+/** The MSRs this irqchip answers (SDM vol. 4, table 2-2). */
+export const MSR_IA32_APICBASE = 0x1b;
+export const MSR_IA32_TSC_DEADLINE = 0x6e0;
+export const TRAPPED_MSRS: readonly number[] = [MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE];
+
 /** The local APIC's MMIO page (LAPIC_GPA, 4 KiB). */
 const LAPIC_PAGE_BYTES = 0x1000;
 /** KVM's IOAPIC decodes 0x100 bytes; the MADT gives the guest its base. */
@@ -71,6 +76,34 @@ export class UserspaceIrqchip {
       this.update(i);
       this.updateDeadline(i);
     }
+  }
+
+  /** The guest TSC clock (HvVcpu.tscClock), for TSC-deadline mode: guest TSC = tsc at atNs, rising at tscHz. */
+  setTscClock(clock: { tscHz: bigint; tsc: bigint; atNs: bigint }): void {
+    const tscAtZero = clock.tsc - (clock.atNs * clock.tscHz) / 1_000_000_000n;
+    for (const l of this.lapics) l.setTscClock(clock.tscHz, tscAtZero);
+  }
+
+  /**
+   * The MSRs KVM leaves to the VMM without an in-kernel APIC (trapped with HvVm.trapMsrs):
+   * IA32_TSC_DEADLINE, and IA32_APIC_BASE so the model sees the guest enable, disable or move its
+   * APIC. False when the access must #GP.
+   */
+  msr(vcpu: number, index: number, isWrite: boolean, data: Uint8Array): boolean {
+    const lapic = this.lapics[vcpu];
+    if (lapic === undefined) return false;
+    const view = new DataView(data.buffer, data.byteOffset, 8);
+    let ok = true;
+    if (index === MSR_IA32_TSC_DEADLINE) {
+      if (isWrite) lapic.writeTscDeadline(view.getBigUint64(0, true));
+      else view.setBigUint64(0, lapic.readTscDeadline(), true);
+    } else if (index === MSR_IA32_APICBASE) {
+      if (isWrite) ok = lapic.writeApicBase(view.getBigUint64(0, true));
+      else view.setBigUint64(0, lapic.readApicBase(), true);
+    } else return false;
+    this.updateDeadline(vcpu);
+    this.update(vcpu);
+    return ok;
   }
 
   /** A timer whose events the BSP's thread waits for (the PIT: its IRQ0 goes to the BSP). */

@@ -18,6 +18,7 @@ import {
 
 export { KvmError } from '../../kvm/errors.js';
 
+const MSR_IA32_TSC = 0x10;
 const APIC_LVT0 = 0x350;
 const APIC_LVT1 = 0x360;
 const APIC_MODE_EXTINT = 0x7 << 8;
@@ -135,6 +136,13 @@ class KvmVmHandle implements HvVm {
 
   irqLine(gsi: number, level: 0 | 1): void {
     this.vm.irqLine(gsi, level);
+  }
+
+  trapMsrs(indices: readonly number[]): boolean {
+    if (!this.system.checkExtension('KVM_CAP_X86_USER_SPACE_MSR') || !this.system.checkExtension('KVM_CAP_X86_MSR_FILTER')) return false;
+    this.vm.enableCap(abi.KVM_CAP.KVM_CAP_X86_USER_SPACE_MSR, [abi.KVM_MSR_EXIT_REASON_FILTER], 'enabling MSR exits to userspace for filtered MSRs');
+    this.vm.setMsrFilter(indices);
+    return true;
   }
 
   createVcpu(index: number): HvVcpu {
@@ -304,6 +312,7 @@ class KvmVcpuHandle implements HvVcpu {
           case AccessKind.Inta: this.mboxInt32[0] = h.interruptAck?.(this.index) ?? -1; break;
           case AccessKind.TimerDue: h.timerDue?.(this.index); break;
           case AccessKind.Idle: h.idle?.(this.index); break;
+          case AccessKind.Msr: ctrl[CTRL.MBOX_RESULT] = h.msr?.(this.index, addr, isWrite, data) ? 1 : 0; break;
         }
       } catch (e) {
         const where = kind === AccessKind.Pio ? `port 0x${addr.toString(16)}` : kind === AccessKind.Mmio ? `gpa 0x${addr.toString(16)}` : `interrupt controller request ${kind}`;
@@ -369,6 +378,14 @@ class KvmVcpuHandle implements HvVcpu {
 
   offerIdleWork(on: boolean): void {
     Atomics.store(this.ctrl, CTRL.WANTS_IDLE, on ? 1 : 0);
+  }
+
+  tscClock(): { tscHz: bigint; tsc: bigint; atNs: bigint } {
+    const tscHz = BigInt(this.vcpu.tscKhz()) * 1000n;
+    const before = process.hrtime.bigint();
+    const tsc = this.vcpu.getMsr(MSR_IA32_TSC);
+    const after = process.hrtime.bigint();
+    return { tscHz, tsc, atNs: (before + after) / 2n };
   }
 
   async runUntil(deadlineNs: bigint): Promise<{ lateNs: bigint }> {

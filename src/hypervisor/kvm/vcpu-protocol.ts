@@ -21,6 +21,8 @@ export const CTRL = {
   MBOX_ADDR_HI: 8,
   /** 8 data bytes at Int32 slots 10-11 (byte offset 40) */
   MBOX_DATA: 10,
+  /** the main thread's answer to an MSR access: 1 done, 0 inject #GP */
+  MBOX_RESULT: 9,
   /** pthread_t of the worker, BigInt64 slot 8 (byte offset 64) */
   TID_BIGINT_SLOT: 8,
   /** exits handled, total and by kind (Int32 slots 20..) */
@@ -74,7 +76,7 @@ export const enum Mbox { Idle = 0, Request = 1, Response = 2 }
  * interrupt acknowledge cycle (the VMM answers the vector, as int32 data, -1 for none), a due
  * timer, and an idle point (the vCPU halted; the VMM may run deferred work before answering).
  */
-export const enum AccessKind { Pio = 1, Mmio = 2, Inta = 3, TimerDue = 4, Idle = 5 }
+export const enum AccessKind { Pio = 1, Mmio = 2, Inta = 3, TimerDue = 4, Idle = 5, Msr = 6 }
 
 /** Signal used to kick a vCPU out of KVM_RUN: SIGRTMIN + 6, clear of glibc's and Node's own use. */
 export const SIG_KICK = 40;

@@ -72,6 +72,7 @@ function ioData(offset: number, size: number): Uint8Array {
   }
   return v;
 }
+const msrData = new Uint8Array(runBuf, abi.RUN.msr + abi.kvm_run_msr.at.data, 8);
 const mmioData = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => new Uint8Array(runBuf, abi.RUN.mmio + abi.kvm_run_mmio.at.data, n));
 
 // ---- kicking any vCPU of the VM from this thread --------------------------------------------
@@ -432,6 +433,15 @@ function dispatch(): boolean {
       // Only without an in-kernel LAPIC; nothing will ever wake this vCPU, so treat it as power-off.
       post({ type: 'guest-exit', status: 0, reason: 'hlt with no interrupt controller' });
       return false;
+    case abi.KVM_EXIT_X86_RDMSR:
+    case abi.KVM_EXIT_X86_WRMSR: {
+      // Only MSRs the VMM trapped (HvVm.trapMsrs); `error` 1 makes KVM inject #GP.
+      const base = abi.RUN.msr;
+      const index = run.getUint32(base + abi.kvm_run_msr.at.index, true);
+      forward(AccessKind.Msr, index, reason === abi.KVM_EXIT_X86_WRMSR, msrData);
+      run8[base + abi.kvm_run_msr.at.error] = Atomics.load(ctrl, CTRL.MBOX_RESULT) === 1 ? 0 : 1;
+      return true;
+    }
     case abi.KVM_EXIT_IRQ_WINDOW_OPEN:
       // The guest can take an interrupt now; prepareEntry injects it.
       return true;
