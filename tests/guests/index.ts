@@ -23,6 +23,7 @@ export const GUEST_NAMES = [
   'bad-insn',
   'memmap',
   'kick-storm',
+  'irqchip',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];
