@@ -23,6 +23,8 @@ export interface RunOptions {
   kickPeerPort?: number;
   regsProbeVia?: 'cache' | 'ioctl';
   invtsc?: 'on' | 'off' | 'auto';
+  /** interrupt controllers: KVM's in-kernel ones (default) or the VMM's userspace ones */
+  irqchip?: 'kernel' | 'userspace';
 }
 
 export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
@@ -31,6 +33,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
     regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc, kickPeerPort: opts.kickPeerPort,
+    irqchip: opts.irqchip,
   });
   let timer: NodeJS.Timeout | undefined;
   try {

@@ -35,6 +35,8 @@ export interface MachineConfig {
   kickPeerPort?: number;
   /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
   regsProbeVia?: 'cache' | 'ioctl';
+  /** interrupt controllers (PIC, IOAPIC, LAPIC, PIT): KVM's in-kernel ones ('kernel', the default) or tsvmm's own in TypeScript ('userspace') */
+  irqchip?: 'kernel' | 'userspace';
 }
 
 export interface MachineResult {
