@@ -5,18 +5,21 @@
  * Every interrupt it takes goes through this file's stubs (vectors VEC_BASE..VEC_BASE+7), which
  * count it per CPU, in hits[APIC id][slot], by reading the receiving CPU's APIC_ID, then write
  * APIC_EOI. The checks, in order, each printing one line:
- *   1. LAPIC timer one-shot (BSP): TMCCT reads non-zero right after TMICT is written, never
- *      goes up and reaches 0; the interrupt is then pending (IRR, with IF=0 at CPL3) and is
- *      taken exactly once; none follows (IRR clear, TMCCT stays 0). Its TMCCT samples give the
- *      LAPIC timer's rate in TSC ticks, used by 3.
+ *   0. (no line) The LAPIC timer's rate in TSC ticks, for 1 and 3: a masked one-shot count-down
+ *      timed by TMCCT reads, each between two TSC reads; retried when a busy host deschedules
+ *      the vCPU at the wrong moment.
+ *   1. LAPIC timer one-shot (BSP): TMCCT reads non-zero right after TMICT is written (or the
+ *      vCPU was away that long: then again), never goes up and reaches 0; the interrupt is then
+ *      pending (IRR, with IF=0 at CPL3) and is taken exactly once; none follows (IRR clear,
+ *      TMCCT stays 0).
  *   2. IOAPIC (BSP): PIT channel 0 in mode 2 at 1000 Hz on ISA IRQ0, at the GSI the MADT's
  *      interrupt source override names (else GSI 0, then 2: see below), edge, fixed, physical
  *      destination = the BSP; halts until IOAPIC_TICKS ticks (LAPIC one-shot as watchdog) and
  *      checks the entry reads back with Remote IRR 0 and the vector's TMR and ISR bits clear.
  *      The line stays unmasked as the watchdog of 3..6 and is masked and checked in 7.
  *   3. LAPIC timer periodic (BSP): halts until PERIODIC_TICKS interrupts (PIT as watchdog); the
- *      elapsed TSC time must be 0.75..20 times PERIODIC_TICKS periods at the rate from 1; then
- *      LVTT is masked and no interrupt may follow for 3 periods.
+ *      elapsed TSC time must be 0.75..20 times PERIODIC_TICKS periods at the rate from 0 (plus
+ *      1 s); then LVTT is masked and no interrupt may follow for 3 periods.
  *   4. TSC-deadline (BSP), if CPUID.1:ECX[24]: LVTT in TSC-deadline mode, IA32_TSC_DEADLINE
  *      (MSR 0x6e0) = now + 20 ms; IRR must stay clear until the TSC passes the deadline (less
  *      TSC_DEADLINE_EARLY_US), the MSR reads back the deadline, then the interrupt arrives
@@ -28,7 +31,8 @@
  *      waits 10 ms, sends a fixed IPI to its physical APIC id, and checks that AP i counted it
  *      once and no other CPU did. Then the BSP halts (LAPIC watchdog) and AP i, 10 ms later,
  *      sends a fixed IPI to the BSP's physical APIC id; the BSP must count it once, no AP.
- *   7. The IOAPIC entry masked: no PIT interrupt may follow for 20 ms.
+ *   7. The IOAPIC entry masked (and read back masked): after 2 ms for a message already on its
+ *      way, no PIT interrupt may follow for 20 ms.
  * Prints (with N-CPU MADTs: lines for ap1..ap<N-1>; with one CPU "ipi: skipped, 1 cpu")
  *   "lapic one-shot: ok\n" "ioapic gsi 2: routed\n" "lapic periodic: ok (10 ticks)\n"
  *   "tsc-deadline: ok\n" (or "tsc-deadline: not offered\n") "self-ipi: ok\n"
@@ -37,9 +41,11 @@
  *
  * Timing: the pass/fail decisions depend on time only through generous bounds: watchdogs of
  * ~3 s of LAPIC time (1 GHz on KVM), TSC waits from tsc_khz() (a guess of 4 GHz when CPUID has
- * no frequency, so waits come out longer, never shorter), the periodic rate bounds of 3, the
+ * no frequency, so waits come out longer, never shorter), the periodic rate bounds of 3 (the
+ * rate from 0 is within ~5%: SAMPLE_BRACKET_US over at least half of ONESHOT_COUNT), the
  * 10 ms settle delays of 6 (if they are too short the IPI finds the target not yet halted but
- * pending in IRR, which passes too), and 3 periods / 20 ms "nothing follows" windows.
+ * pending in IRR, which passes too), and 3 periods / 20 ms "nothing follows" windows. Time
+ * stamps are taken so that a descheduled vCPU can only make an interval look longer.
  *
  * CPL0 helpers (cpl0_call): cpl0_halt_until (entry.S); here cpl0_wrmsr and cpl0_rdmsr (for
  * IA32_TSC_DEADLINE) and cpl0_sti_window (`sti; nop; cli`: takes what is pending, if anything).
@@ -145,12 +151,16 @@ extern char irqchip_stubs[];
 #define WATCHDOG_COUNT 3000000000u  /* ~3 s */
 #define PERIOD_COUNT 4000000u       /* ~4 ms */
 #define PERIODIC_TICKS 10
+#define PERIODIC_SLACK_US 1000000   /* beyond 20 times the expected time */
 #define IOAPIC_TICKS 20
 #define PIT_WATCHDOG_TICKS 3000     /* ~3 s */
 #define WAIT_US 5000000             /* bound on CPL3 waits for something that must happen */
 #define QUIET_US 20000              /* "nothing follows" windows */
 #define SETTLE_US 10000             /* lets the other CPU reach its hlt */
+#define MASK_SETTLE_US 2000         /* for an IOAPIC message in flight when the entry is masked */
 #define TSC_DEADLINE_US 20000
+#define SAMPLE_BRACKET_US 500       /* a TMCCT sample's TSC bracket: 5% of the timed span at most */
+#define CAL_ATTEMPTS 8
 /* KVM arms its timer early by lapic_timer_advance_ns (~1 us) and waits out the rest before entry;
  * allow that much earliness, no more. */
 #define TSC_DEADLINE_EARLY_US 20
@@ -263,43 +273,98 @@ static void lapic_enable(void) {
 	lapic_write(APIC_TDCR, APIC_TDR_DIV_1);
 }
 
-/* ---- 1. one-shot; returns the rate as counts (dc) per TSC ticks (dt) ---- */
-static int check_oneshot(u64 *dc, u64 *dt) {
-	const char *c = "lapic one-shot";
-	lapic_write(APIC_LVTT, VEC(S_TIMER));
-	lapic_write(APIC_TMICT, ONESHOT_COUNT);
-	u64 t0 = rdtsc();
-	u32 c0 = lapic_read(APIC_TMCCT);
-	if (c0 == 0 || c0 > ONESHOT_COUNT)
-		return failed(c, "tmcct right after tmict out of range", c0);
-	u32 last = c0, cur;
-	u64 t_last = t0, end = t0 + us_to_tsc(WAIT_US);
-	while ((cur = lapic_read(APIC_TMCCT)) != 0) {
-		u64 t = rdtsc();
-		if (cur > last)
-			return failed(c, "tmcct went up to", cur);
-		last = cur;
-		t_last = t;
-		if (t > end)
-			return failed(c, "tmcct still counting after 5 s at", cur);
+/* ---- 1. the LAPIC timer's rate, then one-shot ---- */
+
+/* A TMCCT read between two TSC reads, stamped with their midpoint; good if nothing (a busy host
+ * descheduling the vCPU) stretched the bracket past SAMPLE_BRACKET_US. */
+struct tmcct_sample {
+	u64 tsc;
+	u32 count;
+	bool good;
+};
+
+static struct tmcct_sample sample_tmcct(void) {
+	u64 a = rdtsc();
+	u32 v = lapic_read(APIC_TMCCT);
+	u64 b = rdtsc();
+	return (struct tmcct_sample){a + (b - a) / 2, v, b - a <= us_to_tsc(SAMPLE_BRACKET_US)};
+}
+
+/* The LAPIC timer's rate as counts (dc) per TSC ticks (dt), from a masked one-shot count-down:
+ * the first and the last good samples, at least half the count apart. Retried when the vCPU was
+ * away at the wrong moments; fails only if that happens CAL_ATTEMPTS times. */
+static int calibrate(u64 *dc, u64 *dt) {
+	for (int attempt = 0; attempt < CAL_ATTEMPTS; attempt++) {
+		lapic_write(APIC_LVTT, APIC_LVT_MASKED | VEC(S_TIMER));
+		lapic_write(APIC_TMICT, ONESHOT_COUNT);
+		struct tmcct_sample first = {0}, last = {0};
+		u64 end = rdtsc() + us_to_tsc(WAIT_US);
+		for (;;) {
+			struct tmcct_sample t = sample_tmcct();
+			if (t.count == 0 || t.tsc > end)
+				break;
+			if (!t.good)
+				continue;
+			if (!first.good)
+				first = t;
+			else
+				last = t;
+		}
+		lapic_write(APIC_TMICT, 0);
+		if (first.good && last.good && last.count < first.count && first.count - last.count >= ONESHOT_COUNT / 2 &&
+		    last.tsc > first.tsc) {
+			*dc = first.count - last.count;
+			*dt = last.tsc - first.tsc;
+			return 0;
+		}
 	}
-	if (c0 - last < ONESHOT_COUNT / 4 || t_last <= t0)
-		return failed(c, "too few tmcct samples to time it: counted down only", c0 - last);
-	*dc = c0 - last;
-	*dt = t_last - t0;
-	if (!wait_pending(VEC(S_TIMER)))
-		return failed(c, "tmcct reached 0 but no interrupt pending; taken", hits(bsp_id, S_TIMER));
-	sti_window();
-	if (hits(bsp_id, S_TIMER) != 1)
-		return failed(c, "interrupts taken, want 1", hits(bsp_id, S_TIMER));
-	if (lapic_bit(APIC_ISR, VEC(S_TIMER)))
-		return failed(c, "isr bit still set after eoi", 1);
-	if (!stays_quiet(VEC(S_TIMER), S_TIMER, QUIET_US))
-		return failed(c, "a second interrupt; taken", hits(bsp_id, S_TIMER));
-	if (lapic_read(APIC_TMCCT) != 0)
-		return failed(c, "tmcct moved again after expiry", lapic_read(APIC_TMCCT));
-	ok_line(c);
-	return 0;
+	return failed("lapic timer", "no tmcct count-down could be timed against the tsc; tries", CAL_ATTEMPTS);
+}
+
+static int check_oneshot(u64 dc, u64 dt) {
+	const char *c = "lapic one-shot";
+	for (int attempt = 0;; attempt++) {
+		u64 before = hits(bsp_id, S_TIMER);
+		lapic_write(APIC_LVTT, VEC(S_TIMER));
+		u64 t_write = rdtsc();
+		lapic_write(APIC_TMICT, ONESHOT_COUNT);
+		u32 c0 = lapic_read(APIC_TMCCT);
+		u64 t_read = rdtsc();
+		if (c0 > ONESHOT_COUNT)
+			return failed(c, "tmcct right after tmict above it", c0);
+		if (c0 == 0) {
+			/* Expired already: fine only if the vCPU was away that long (then try again). */
+			u64 away = (t_read - t_write) * dc / dt;
+			if (away < ONESHOT_COUNT / 10 * 9 || attempt + 1 >= CAL_ATTEMPTS)
+				return failed(c, "tmcct read 0 right after tmict; counts elapsed", away);
+			if (!wait_pending(VEC(S_TIMER)))
+				return failed(c, "tmcct reached 0 but no interrupt pending; taken", hits(bsp_id, S_TIMER) - before);
+			sti_window();
+			continue;
+		}
+		u32 last = c0, cur;
+		u64 end = rdtsc() + us_to_tsc(WAIT_US);
+		while ((cur = lapic_read(APIC_TMCCT)) != 0) {
+			if (cur > last)
+				return failed(c, "tmcct went up to", cur);
+			last = cur;
+			if (rdtsc() > end)
+				return failed(c, "tmcct still counting after 5 s at", cur);
+		}
+		if (!wait_pending(VEC(S_TIMER)))
+			return failed(c, "tmcct reached 0 but no interrupt pending; taken", hits(bsp_id, S_TIMER) - before);
+		sti_window();
+		if (hits(bsp_id, S_TIMER) != before + 1)
+			return failed(c, "interrupts taken, want 1", hits(bsp_id, S_TIMER) - before);
+		if (lapic_bit(APIC_ISR, VEC(S_TIMER)))
+			return failed(c, "isr bit still set after eoi", 1);
+		if (!stays_quiet(VEC(S_TIMER), S_TIMER, QUIET_US))
+			return failed(c, "a second interrupt; taken", hits(bsp_id, S_TIMER) - before);
+		if (lapic_read(APIC_TMCCT) != 0)
+			return failed(c, "tmcct moved again after expiry", lapic_read(APIC_TMCCT));
+		ok_line(c);
+		return 0;
+	}
 }
 
 /* ---- 2. IOAPIC: PIT on ISA IRQ0 ---- */
@@ -415,7 +480,14 @@ static int check_ioapic_route(const struct madt_info *madt) {
 /* ---- 7. the IOAPIC entry masked ---- */
 static int check_ioapic_mask(void) {
 	ioapic_write(IOAPIC_REDTBL(ioapic_pin), IOAPIC_REDIR_MASKED | VEC(S_PIT));
-	/* One may have been latched before the mask took: take it. */
+	/* A message the IOAPIC sent before the mask took may still be on its way to the LAPIC (it
+	 * is posted on the APIC bus): read the entry back, give it MASK_SETTLE_US, take it. */
+	u32 lo = ioapic_read(IOAPIC_REDTBL(ioapic_pin));
+	if (!(lo & IOAPIC_REDIR_MASKED)) {
+		print_gsi_check();
+		return failed("", "entry reads back unmasked after masking", lo);
+	}
+	delay_us(MASK_SETTLE_US);
 	sti_window();
 	if (lapic_bit(APIC_IRR, VEC(S_PIT)))
 		halt_until(hitp(bsp_id, S_PIT), hits(bsp_id, S_PIT) + 1, hitp(bsp_id, S_PIT), hits(bsp_id, S_PIT) + 1);
@@ -435,8 +507,8 @@ static int check_periodic(u64 dc, u64 dt) {
 	const char *c = "lapic periodic";
 	u64 before = hits(bsp_id, S_TIMER);
 	lapic_write(APIC_LVTT, APIC_LVT_TIMER_PERIODIC | VEC(S_TIMER));
+	u64 t0 = rdtsc(); /* before the write: a delay between the two can only lengthen `elapsed` */
 	lapic_write(APIC_TMICT, PERIOD_COUNT);
-	u64 t0 = rdtsc();
 	bool ok = halt_pit_watchdog(hitp(bsp_id, S_TIMER), before + PERIODIC_TICKS);
 	u64 elapsed = rdtsc() - t0;
 	lapic_write(APIC_LVTT, APIC_LVT_MASKED | APIC_LVT_TIMER_PERIODIC | VEC(S_TIMER));
@@ -445,7 +517,7 @@ static int check_periodic(u64 dc, u64 dt) {
 	u64 expected = (u64)PERIODIC_TICKS * PERIOD_COUNT * dt / dc;
 	if (elapsed * 4 < expected * 3)
 		return failed(c, "too fast: percent of the expected time", elapsed * 100 / expected);
-	if (elapsed > expected * 20)
+	if (elapsed > expected * 20 + us_to_tsc(PERIODIC_SLACK_US))
 		return failed(c, "too slow: percent of the expected time", elapsed * 100 / expected);
 	/* Masked: one may have fired before the mask; after that, none (the count goes on). */
 	sti_window();
@@ -566,7 +638,7 @@ static u64 sum_hits(u32 cpus, u32 slot, bool with_bsp) {
 	return n;
 }
 
-static void print_ap_check(char *buf, const char *head, u32 index, const char *tail) {
+static void ap_check_name(char *buf, const char *head, u32 index, const char *tail) {
 	/* "ipi bsp->apN" / "ipi apN->bsp" */
 	char *p = buf;
 	for (const char *s = head; *s; s++)
@@ -604,7 +676,7 @@ static int check_ipis(const struct madt_info *madt) {
 	char check[32];
 	for (u32 i = 1; i < cpus; i++) {
 		/* BSP -> AP i */
-		print_ap_check(check, "ipi bsp->ap", i, "");
+		ap_check_name(check, "ipi bsp->ap", i, "");
 		u64 total = sum_hits(cpus, S_TO_AP, true);
 		aps[i].cmd = CMD_RECEIVE;
 		if (!wait_state(i, AP_HALTING))
@@ -621,7 +693,7 @@ static int check_ipis(const struct madt_info *madt) {
 			return failed(check, "ipis taken by all cpus together, want 1", sum_hits(cpus, S_TO_AP, true) - total);
 		ok_line(check);
 		/* AP i -> BSP */
-		print_ap_check(check, "ipi ap", i, "->bsp");
+		ap_check_name(check, "ipi ap", i, "->bsp");
 		u64 before = hits(bsp_id, S_TO_BSP);
 		aps[i].cmd = CMD_SEND;
 		bool ok = halt_lapic_watchdog(hitp(bsp_id, S_TO_BSP), before + 1);
@@ -649,7 +721,7 @@ int guest_main(void) {
 	bsp_id = my_apic_id();
 	lapic_enable();
 	u64 dc, dt;
-	if (check_oneshot(&dc, &dt) || check_ioapic_route(madt) || check_periodic(dc, dt) || check_tsc_deadline() ||
+	if (calibrate(&dc, &dt) || check_oneshot(dc, dt) || check_ioapic_route(madt) || check_periodic(dc, dt) || check_tsc_deadline() ||
 	    check_self_ipi() || check_ipis(madt) || check_ioapic_mask())
 		return 1;
 	print("irqchip: all ok\n");
