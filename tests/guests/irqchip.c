@@ -82,7 +82,7 @@
 /* hits[apic id][slot], incremented by the stubs on the CPU that took the interrupt. */
 volatile u64 irqchip_hits[256][SLOTS];
 
-/* Stub per slot (16 bytes apart): push rax, slot in eax, then count and EOI. ~12 instructions
+/* Stub per slot (16 bytes apart): push rax, slot in eax, then count and EOI. ~15 instructions
  * at CPL0, one LAPIC read (APIC_ID) and one write (APIC_EOI). */
 __asm__(
 	"	.text\n"
@@ -203,7 +203,10 @@ static u64 cpl0_sti_window(u64 a, u64 b, u64 c, u64 d) {
 static void sti_window(void) { cpl0_call(cpl0_sti_window, 0, 0, 0, 0); }
 
 /* Halts until *count >= target or *watch >= watch_target; true if count got there. */
-static bool halt_until(volatile u64 *count, u64 target, volatile u64 *watch, u64 watch_target);
+static bool halt_until(volatile u64 *count, u64 target, volatile u64 *watch, u64 watch_target) {
+	cpl0_call(cpl0_halt_until, (u64)count, target, (u64)watch, watch_target);
+	return *count >= target;
+}
 
 /* Takes what is pending here: the one-instruction window, then, if the vector is still pending
  * in IRR (a VMM may inject only at the next exit), a halt, which it ends at once. */
@@ -212,11 +215,6 @@ static void take_pending(u32 vector, u32 slot) {
 	u32 id = my_apic_id();
 	if (lapic_bit(APIC_IRR, vector))
 		halt_until(hitp(id, slot), hits(id, slot) + 1, hitp(id, slot), hits(id, slot) + 1);
-}
-
-static bool halt_until(volatile u64 *count, u64 target, volatile u64 *watch, u64 watch_target) {
-	cpl0_call(cpl0_halt_until, (u64)count, target, (u64)watch, watch_target);
-	return *count >= target;
 }
 
 /* Halts with this CPU's LAPIC timer as a one-shot watchdog (leaves the timer stopped). */
@@ -244,7 +242,7 @@ static bool wait_pending(u32 vector) {
 	return true;
 }
 
-/* Waits QUIET_US (or us) with the vector not pending, then opens the interrupt window; true if
+/* Waits `us` microseconds with the vector not pending, then opens the interrupt window; true if
  * it never became pending and the count did not move. */
 static bool stays_quiet(u32 vector, u32 slot, u64 us) {
 	u64 before = hits(my_apic_id(), slot);
