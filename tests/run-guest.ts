@@ -28,6 +28,8 @@ export interface RunOptions {
   invtsc?: 'on' | 'off' | 'auto';
   /** virtio devices, in slot order (the machine closes them) */
   virtio?: readonly VirtioSlotConfig[];
+  /** interrupt controllers: KVM's in-kernel ones (default) or the VMM's userspace ones */
+  irqchip?: 'kernel' | 'userspace';
 }
 
 export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
@@ -43,6 +45,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
     regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc, kickPeerPort: opts.kickPeerPort,
     virtio: opts.virtio,
+    irqchip: opts.irqchip,
   });
   let timer: NodeJS.Timeout | undefined;
   try {

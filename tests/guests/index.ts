@@ -25,6 +25,7 @@ export const GUEST_NAMES = [
   'kick-storm',
   'virtio',
   'virtio-qemu',
+  'irqchip',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];
