@@ -178,7 +178,84 @@ async function block(): Promise<void> {
   console.log(`block: tsvmm/qemu = ${(median(t) / median(q)).toFixed(3)}`);
 }
 
-const BENCHES: Record<string, () => Promise<void>> = { startup, exits, regs, kicks, block };
+/**
+ * Memory-map commit latency: split-then-merge of the memmap guest's torture region (two commits)
+ * while 1..24 vCPUs read, write and execute in it, atomic mode against pause-all mode, measured in
+ * the same run. Target: atomic flat in the number of vCPUs (pause-all grows with it).
+ */
+async function memslots(): Promise<void> {
+  const REGION_GPA = 0x400_0000; // tests/guests/memmap.c
+  const PAGE = 4096;
+  const PAGES = 256;
+  const N = Number(process.env.BENCH_MEMSLOTS_ITERATIONS ?? 50);
+  const counts = (process.env.BENCH_MEMSLOTS_VCPUS ?? '1,2,4,8,16,24').split(',').map(Number);
+  const pct = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))]!;
+  const rows: Array<{ cpus: number; mode: string; median: number; p99: number }> = [];
+  for (const cpus of counts) {
+    for (const mode of ['atomic', 'pause-all'] as const) {
+      const us: number[] = [];
+      await runGuestFile(guestPath('memmap'), {
+        cpus, memoryBytes: 256 << 20, timeoutMs: 600000,
+        during: async (m) => {
+          await waitFor('memmap: ready', () => m.serialOutput().includes('memmap: ready'), 120000);
+          await m.memoryMap.commit(m.memoryMap.begin().split('ram0', REGION_GPA, 'torture').split('torture', PAGES * PAGE, 'rest'), 'pause-all');
+          for (let i = 0; i < N; i++) {
+            const t0 = process.hrtime.bigint();
+            await m.memoryMap.commit(m.memoryMap.begin().split('torture', (1 + (i % (PAGES - 1))) * PAGE, 'torture-b'), mode);
+            await m.memoryMap.commit(m.memoryMap.begin().merge('torture', 'torture-b'), mode);
+            us.push(Number(process.hrtime.bigint() - t0) / 1e3);
+          }
+          m.memory.writeU64(0x20_0008, 1n); // the guest's stop flag
+        },
+      });
+      rows.push({ cpus, mode, median: pct(us, 0.5), p99: pct(us, 0.99) });
+      console.log(`memslots: ${String(cpus).padStart(2)} vCPUs ${mode.padEnd(9)} split+merge median ${pct(us, 0.5).toFixed(0)} µs p99 ${pct(us, 0.99).toFixed(0)} µs (${N} pairs)`);
+    }
+  }
+  const at = (cpus: number, mode: string) => rows.find((r) => r.cpus === cpus && r.mode === mode)!.median;
+  const lo = counts[0]!;
+  const hi = counts[counts.length - 1]!;
+  console.log(`memslots: flatness atomic=${(at(hi, 'atomic') / at(lo, 'atomic')).toFixed(2)} pauseall=${(at(hi, 'pause-all') / at(lo, 'pause-all')).toFixed(2)}`);
+}
+
+/**
+ * Host CPU of an idle guest: the `idle` guest halts with a 100 Hz LAPIC timer for 20 s, with
+ * KVM's irqchip and with tsvmm's userspace one (HLT exits to the VMM), against QEMU microvm on
+ * the same image; CPU time of the whole VMM process over wall time, printed as percentages.
+ */
+async function idle(): Promise<void> {
+  const seconds = Number(process.env.BENCH_IDLE_SECONDS ?? 20);
+  const cmdline = `seconds=${seconds}`;
+  const cpuPct: Record<string, number> = {};
+  for (const irqchip of ['kernel', 'userspace'] as const) {
+    const c0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    const r = await runGuestFile(guestPath('idle'), { cmdline, irqchip, timeoutMs: (seconds + 60) * 1000 });
+    if (r.status !== 0) throw new Error(`idle (${irqchip}) failed: ${r.reason} ${r.fatal ?? r.serial}`);
+    const c = process.cpuUsage(c0);
+    cpuPct[irqchip] = ((c.user + c.system) / 1e3) / (Number(process.hrtime.bigint() - t0) / 1e6) * 100;
+    console.log(`idle: tsvmm --irqchip ${irqchip}: ${cpuPct[irqchip]!.toFixed(1)}% of one host CPU over ${seconds} s`);
+  }
+  const qemu = spawnSync('qemu-system-x86_64', ['--version']);
+  if (qemu.status === 0) {
+    // QEMU's CPU time from /proc just before it exits: the guest runs for `seconds`.
+    const t0 = process.hrtime.bigint();
+    const child = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=on', '-accel', 'kvm', '-cpu', 'host,-arch-capabilities', '-m', '256M',
+      '-nodefaults', '-no-user-config', '-nographic', '-serial', 'null', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
+      '-kernel', guestPath('idle'), '-append', cmdline], { stdio: 'ignore' });
+    await new Promise((res) => setTimeout(res, (seconds - 0.5) * 1000));
+    const stat = fs.readFileSync(`/proc/${child.pid}/stat`, 'latin1').split(') ')[1]!.split(' ');
+    const ticks = Number(stat[11]) + Number(stat[12]); // utime, stime (fields 14, 15)
+    const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    await new Promise((res) => child.once('exit', res));
+    cpuPct.qemu = (ticks * 10) / wallMs * 100; // USER_HZ = 100
+    console.log(`idle: qemu microvm: ${cpuPct.qemu!.toFixed(1)}% of one host CPU`);
+  } else console.log('idle: qemu not installed (apt-get install qemu-system-x86); no baseline');
+  const q = cpuPct.qemu;
+  console.log(`idle: kernel=${cpuPct.kernel!.toFixed(1)}% userspace=${cpuPct.userspace!.toFixed(1)}%${q !== undefined ? ` qemu=${q.toFixed(1)}% kernel/qemu=${(cpuPct.kernel! / q).toFixed(2)} userspace/qemu=${(cpuPct.userspace! / q).toFixed(2)}` : ''}`);
+}
+
+const BENCHES: Record<string, () => Promise<void>> = { startup, exits, regs, kicks, block, memslots, idle };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(BENCHES)) {

@@ -26,6 +26,7 @@ export const GUEST_NAMES = [
   'virtio',
   'virtio-qemu',
   'irqchip',
+  'idle',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];
