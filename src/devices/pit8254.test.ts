@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Bus } from '../bus/bus.js';
 import { IrqchipError } from './irqchip-error.js';
-import { Ioapic, type IoapicMessage } from './ioapic.js';
+import { IOAPIC_REG_REDTBL_BASE, IOAPIC_REG_SELECT, IOAPIC_REG_WINDOW, Ioapic, type IoapicMessage } from './ioapic.js';
 import { PicPair } from './pic8259.js';
 import * as p from './pit8254.js';
 
@@ -24,13 +24,17 @@ interface Rig {
   pulses(): number;
 }
 
-function rig(options: p.PitOptions = {}, extra: Partial<p.PitHost> = {}): Rig {
+function rig(options: p.PitOptions = {}): Rig {
   const r = { now: 0n, irq: [], timerChanges: 0 } as unknown as Rig;
+  let lastNs = 0n;
   r.pit = new p.Pit8254({
-    nowNs: () => r.now,
+    nowNs: () => {
+      assert.ok(r.now >= lastNs, 'the test clock is monotonic, as the VMM promises');
+      lastNs = r.now;
+      return r.now;
+    },
     setIrq0: (level) => r.irq.push(level),
     timerChanged: () => { r.timerChanges++; },
-    ...extra,
   }, options);
   r.bus = new Bus('pio');
   r.bus.insert(p.PIT_CH0, p.PIT_PORTS_SIZE_BYTES, 'pit', r.pit.ports);
@@ -107,8 +111,8 @@ test("Linux's HZ=1000 programming: 10000 ticks at exactly the expected deadlines
 
 test('the default tsvmm guest (0x34, divisor 1193) at t=0, with IRQ0 wired to the PIC line 0', () => {
   const pic = new PicPair();
-  const r = rig({}, {});
-  const pit = new p.Pit8254({ nowNs: () => r.now, setIrq0: (level) => pic.setIrq(0, level) });
+  let now = 0n;
+  const pit = new p.Pit8254({ nowNs: () => now, setIrq0: (level) => pic.setIrq(0, level) });
   const bus = new Bus('pio');
   bus.insert(p.PIT_CH0, p.PIT_PORTS_SIZE_BYTES, 'pit', pit.ports);
   const outb = (port: number, v: number) => bus.access(port, true, Uint8Array.of(v));
@@ -125,16 +129,16 @@ test('the default tsvmm guest (0x34, divisor 1193) at t=0, with IRQ0 wired to th
   assert.equal(pit.nextDeadlineNs(), nsAt(1194n));
   assert.equal(pit.nextDeadlineNs(), 1_000_686n);
   assert.equal(pic.hasInterrupt(), false);
-  r.now = 1_000_686n;
-  pit.onTime(r.now);
+  now = 1_000_686n;
+  pit.onTime(now);
   assert.equal(pic.hasInterrupt(), true, 'the pulse latched IRR0 in the edge-triggered PIC');
   assert.equal(pic.acknowledge(), 0x20);
   pic.master.write(0, Uint8Array.of(0x20)); // EOI
   assert.equal(pic.hasInterrupt(), false);
   assert.equal(pit.nextDeadlineNs(), nsAt(1n + 2n * 1193n));
   // Three periods late: one edge (lost ticks coalesce), the next deadline still on the grid.
-  r.now = nsAt(1n + 4n * 1193n) + 500n;
-  pit.onTime(r.now);
+  now = nsAt(1n + 4n * 1193n) + 500n;
+  pit.onTime(now);
   assert.equal(pic.acknowledge(), 0x20);
   pic.master.write(0, Uint8Array.of(0x20));
   assert.equal(pic.hasInterrupt(), false, 'one edge for the missed periods');
@@ -147,8 +151,9 @@ test('IRQ0 wired to IOAPIC GSI 2 (edge): one message per tick', () => {
   let now = 0n;
   const pit = new p.Pit8254({ nowNs: () => now, setIrq0: (level) => ioapic.setIrq(2, level) });
   const w = (off: number, v: number) => { const d = new Uint8Array(4); new DataView(d.buffer).setUint32(0, v, true); ioapic.write(off, d); };
-  w(0, 0x10 + 2 * 2 + 1); w(0x10, 0); // destination APIC 0
-  w(0, 0x10 + 2 * 2); w(0x10, 0x30); // vector 0x30, fixed, edge, unmasked
+  const ioWrite = (reg: number, v: number) => { w(IOAPIC_REG_SELECT, reg); w(IOAPIC_REG_WINDOW, v); };
+  ioWrite(IOAPIC_REG_REDTBL_BASE + 2 * 2 + 1, 0); // destination APIC 0
+  ioWrite(IOAPIC_REG_REDTBL_BASE + 2 * 2, 0x30); // vector 0x30, fixed, edge, unmasked
   pit.ports.write(p.PIT_CONTROL, Uint8Array.of(0x34));
   pit.ports.write(p.PIT_COUNTER0, Uint8Array.of(1193 & 0xff));
   pit.ports.write(p.PIT_COUNTER0, Uint8Array.of(1193 >> 8));
@@ -211,7 +216,7 @@ test('latch and read-back of a running count: values from the clock, held until 
   programCh0(r, 0x34, 1193);
   const load = tickAt(777n) + 1n;
   const expect = (ns: bigint) => 1193 - Number((tickAt(ns) - load) % 1193n);
-  for (const ns of [nsAt(load), nsAt(load) + 123_456n, 3_333_333n, 987_654_321n]) {
+  for (const ns of [nsAt(load), nsAt(load) + 123_456n, 3_333_333n, 37_654_321n]) {
     r.now = ns;
     assert.equal(latchCh0(r), expect(ns), `count at ${ns} ns`);
   }
@@ -280,12 +285,13 @@ test('lobyte/hibyte flip-flop across unlatched reads; lobyte-only and hibyte-onl
   r.outb(p.PIT_MODE, p.PIT_SC_COUNTER0 | p.PIT_RW_MSB | p.PIT_MODE_RATE_GENERATOR);
   r.outb(p.PIT_CH0, 0x02); // hibyte only: count 0x0200
   const load2 = tickAt(r.now) + 1n;
-  r.now = nsAt(load2 + 0x101n); // 0x00ff
-  assert.equal(r.inb(p.PIT_CH0), 0x00);
   r.now = nsAt(load2 + 0xffn); // 0x0101
   assert.equal(r.inb(p.PIT_CH0), 0x01);
+  r.now = nsAt(load2 + 0x101n); // 0x00ff
+  assert.equal(r.inb(p.PIT_CH0), 0x00, 'hibyte-only reads never flip');
   r.outb(p.PIT_MODE, 0x00);
-  assert.equal(r.inb(p.PIT_CH0), 0x01, 'latched in hibyte mode: one byte');
+  r.now = nsAt(load2 + 0x201n); // 0x01ff
+  assert.equal(r.inb(p.PIT_CH0), 0x00, 'latched in hibyte mode: one byte');
   assert.equal(r.inb(p.PIT_CH0), 0x01, 'then live again');
   assert.equal(r.pit.nextDeadlineNs(), nsAt(load2 + 0x200n));
 });
@@ -302,7 +308,6 @@ test('count 0 means 65536 (mode 2 period, mode 0 terminal count, lobyte-only 0)'
   r.pit.onTime(r.now);
   assert.equal(r.pulses(), 1);
   assert.equal(r.pit.nextDeadlineNs(), nsAt(1n + 2n * 65536n));
-  r.now = 0n;
   const r0 = rig();
   r0.outb(p.PIT_MODE, p.PIT_SC_COUNTER0 | p.PIT_RW_LSB | p.PIT_MODE_INTERRUPT_ON_TC);
   r0.outb(p.PIT_CH0, 0);
@@ -536,8 +541,8 @@ test('periodic modes are held to minPeriodNs; the count still runs at the progra
   r.now = nsAt(241n + minTicks);
   r.pit.onTime(r.now);
   assert.equal(r.pulses(), 1, 'an edge 230 clocks after the last one is dropped');
-  r.now = nsAt(245n);
-  assert.equal(latchCh0(r), 6);
+  r.now = nsAt(485n);
+  assert.equal(latchCh0(r), 6, 'tick 484 of a count of 10');
   const free = rig({ minPeriodNs: 0n });
   programCh0(free, 0x34, 10);
   assert.equal(free.pit.nextDeadlineNs(), nsAt(11n));
@@ -575,10 +580,13 @@ test('refresh toggle (bit 4 of 0x61) flips every 18 PIT clocks, ~15 µs', () => 
     last = bit;
   }
   assert.equal(flips, 66, '1 ms = 1193 clocks = 66 whole periods of 18');
-  r.now = nsAt(17n);
-  assert.equal(r.inb(p.NMI_SC_PORT) & p.NMI_SC_REF_TOGGLE, 0);
-  r.now = nsAt(18n);
-  assert.equal(r.inb(p.NMI_SC_PORT) & p.NMI_SC_REF_TOGGLE, p.NMI_SC_REF_TOGGLE);
+  const r2 = rig();
+  r2.now = nsAt(17n);
+  assert.equal(r2.inb(p.NMI_SC_PORT) & p.NMI_SC_REF_TOGGLE, 0);
+  r2.now = nsAt(18n);
+  assert.equal(r2.inb(p.NMI_SC_PORT) & p.NMI_SC_REF_TOGGLE, p.NMI_SC_REF_TOGGLE);
+  r2.now = nsAt(36n);
+  assert.equal(r2.inb(p.NMI_SC_PORT) & p.NMI_SC_REF_TOGGLE, 0);
   assert.equal(r.inb(p.NMI_SC_PORT) & (p.NMI_SC_SERR_NMI_STS | p.NMI_SC_IOCHK_NMI_STS), 0, 'no NMI sources');
 });
 

@@ -293,7 +293,11 @@ class Counter {
     this.statusLatched = true;
   }
 
-  /** A read of the counter's port: latched status first, then a latched count, else the live count. */
+  /**
+   * A read of the counter's port: latched status first, then a latched count, else the live count.
+   * A latched count is read in its own sequence (lobyte then hibyte in lobyte/hibyte mode), apart
+   * from the flip-flop of unlatched reads, as in QEMU and KVM (the datasheet does not say).
+   */
   read(t: bigint): number {
     if (this.statusLatched) {
       this.statusLatched = false;
