@@ -338,6 +338,13 @@ test('channel 2 and port 0x61: the classic TSC calibration (gate high, mode 0, p
   assert.equal(rise, 51_000_602n);
   assert.equal(r.inb(p.NMI_SC_PORT) & 0x2f, p.NMI_SC_TMR2_OUT_STS | p.NMI_SC_TIM_CNT2_EN, 'bits 0-3 read back, OUT2 set');
   assert.equal(r.pulses(), 0, 'channel 2 never touches IRQ0');
+  // Linux quick_pit_calibrate: mode 0 from 0xffff, unlatched lobyte/hibyte reads, watching the MSB.
+  r.outb(p.PIT_MODE, 0xb0);
+  r.outb(p.PIT_CH2, 0xff);
+  r.outb(p.PIT_CH2, 0xff);
+  const load2 = tickAt(r.now) + 1n;
+  const msbAt = (k: bigint) => { r.now = nsAt(load2 + k); r.inb(p.PIT_CH2); return r.inb(p.PIT_CH2); };
+  assert.deepEqual([msbAt(0n), msbAt(0xffn), msbAt(0x100n), msbAt(0x1ffn), msbAt(0x200n)], [0xff, 0xff, 0xfe, 0xfe, 0xfd]);
   assert.equal(r.pit.nextDeadlineNs(), null);
 });
 
@@ -594,14 +601,22 @@ test('guest misbehaviour never throws; a VMM wiring mistake does', () => {
   const r = rig({ minPeriodNs: 0n });
   let seed = 12345;
   const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed; };
+  let armed = 0;
   for (let i = 0; i < 20000; i++) {
     const port = [0x40, 0x41, 0x42, 0x43, 0x61][rand() % 5]!;
-    r.now += BigInt(rand() % 5000);
-    if (rand() & 1) r.outb(port, rand() & 0xff);
+    r.now += i % 50 === 0 ? 60_000_000n : BigInt(rand() % 5000); // now and then past any count
+    const write = (rand() & 1) === 1;
+    if (write) r.outb(port, rand() & 0xff);
     else r.inb(port);
     if (i % 7 === 0) r.pit.onTime(r.now);
+    if (!write && i % 7 !== 0) continue; // time passed without a write or onTime: a deadline may be due
+    // Whatever the guest wrote, a write or onTime never leaves a deadline in the past (the VMM
+    // would spin on it): edges due are signalled first.
+    const next = r.pit.nextDeadlineNs();
+    if (next !== null) armed++;
+    assert.ok(next === null || next > r.now, `deadline ${next} at ${r.now} after step ${i}`);
   }
-  r.pulses();
+  assert.ok(armed > 30 && r.pulses() > 5, `the fuzz reached armed timers (${armed}) and edges (${r.pulses()})`);
   assert.equal(r.inb(p.PIT_MODE), 0, 'the control word register is write-only and reads 0 (QEMU, KVM)');
   // Wider accesses are split into byte accesses at consecutive ports.
   const d = new Uint8Array(4);
