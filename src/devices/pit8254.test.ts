@@ -470,6 +470,15 @@ test('modes 2 and 3: a new count during counting takes effect at the next reload
   r.pit.onTime(r.now);
   assert.equal(r.pulses(), 3);
   assert.equal(r.pit.nextDeadlineNs(), nsAt(2301n + 300n * 6n));
+  // A second count before the first was loaded (same clock): the load takes the second.
+  programCh0(r, 0x34, 1000);
+  r.outb(p.PIT_CH0, 500 & 0xff);
+  r.outb(p.PIT_CH0, 500 >> 8);
+  const early = tickAt(r.now) + 1n;
+  assert.equal(r.pit.nextDeadlineNs(), nsAt(early + 500n));
+  r.now = nsAt(early);
+  assert.equal(status(r, 0), p.PIT_STATUS_OUTPUT | 0x34, 'loaded: NULL COUNT clears');
+  assert.equal(latchCh0(r), 500);
   // Mode 3, count written in the high half: the new count starts with its low half at the old
   // half-cycle's end.
   programCh0(r, p.PIT_SC_COUNTER0 | p.PIT_RW_LSB_MSB | p.PIT_MODE_SQUARE_WAVE, 1000);

@@ -368,6 +368,7 @@ class Counter {
     }
     if (t < this.loadTick) {
       this.n = this.cr; // not loaded yet: the load takes the new count
+      this.nullCountUntil = this.loadTick;
       return;
     }
     // Counting: the current period is not affected. Mode 2 takes the new count at the next
