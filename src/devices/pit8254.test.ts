@@ -629,7 +629,10 @@ test('guest misbehaviour never throws; a VMM wiring mistake does', () => {
   assert.equal(r.inb(p.PIT_MODE), 0, 'the control word register is write-only and reads 0 (QEMU, KVM)');
   // Wider accesses are split into byte accesses at consecutive ports.
   const d = new Uint8Array(4);
-  r.pit.ports.write(0, Uint8Array.of(0, 0, 0, 0x34));
-  r.pit.ports.read(0, d);
+  r.pit.ports.write(0, Uint8Array.of(0, 0, 0, 0x34)); // the last byte is a control word at 0x43
+  r.pit.ports.read(2, d);
+  assert.equal(d[1], 0, 'the second byte is the write-only 0x43');
+  assert.deepEqual([d[2], d[3]], [0, 0], 'and beyond the window there is nothing');
+  assert.equal(status(r, 0) & 0x3f, 0x34, 'the control word took');
   assert.throws(() => new p.Pit8254({ nowNs: () => 0n }, { minPeriodNs: -1n }), (e: unknown) => e instanceof IrqchipError && e.kind === 'bad-config');
 });
