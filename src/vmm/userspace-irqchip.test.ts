@@ -126,3 +126,25 @@ test('trapped MSRs: IA32_TSC_DEADLINE arms the vCPU\'s deadline on the guest TSC
   assert.equal(chip.msr(0, 0x1b, true, d), false, 'x2APIC enable: #GP');
   assert.equal(chip.msr(0, 0x10, false, d), false, 'not ours');
 });
+
+test('the PIT\'s next edge is the BSP\'s deadline; at it, IRQ0 reaches the BSP through the 8259 pair (the default guest\'s route)', () => {
+  const { chip, vcpus, out, clock } = rig(2);
+  for (const [base, icw2, icw3] of [[0x20, 0x20, 0x04], [0xa0, 0x28, 0x02]] as const) {
+    out(base, 0x11); out(base + 1, icw2); out(base + 1, icw3); out(base + 1, 0x01);
+  }
+  out(0x21, 0xfe); // only IRQ0
+  out(0xa1, 0xff);
+  assert.equal(vcpus[0]!.deadline, null, 'the PIT is idle at power-on');
+  out(0x43, 0x34); // channel 0, lobyte/hibyte, mode 2
+  out(0x40, 1193 & 0xff);
+  out(0x40, 1193 >> 8);
+  const first = vcpus[0]!.deadline;
+  assert.ok(first !== null && first > clock.now && first - clock.now < 1_100_000n, `first tick about 1 ms away: ${first}`);
+  assert.equal(vcpus[1]!.deadline, null, 'the PIT is the BSP\'s');
+  clock.now = first;
+  chip.timerDue(0);
+  assert.equal(vcpus[0]!.pending, true);
+  assert.equal(chip.interruptAck(0), 0x20);
+  assert.ok(vcpus[0]!.deadline! > first, 'the next tick is armed');
+  out(0x20, 0x20);
+});

@@ -10,6 +10,7 @@ import { ApicBus } from '../devices/apic-bus.js';
 import { Ioapic } from '../devices/ioapic.js';
 import { Lapic } from '../devices/lapic.js';
 import { PicPair } from '../devices/pic8259.js';
+import { NMI_SC_PORT, NMI_SC_SIZE_BYTES, PIT_CH0, PIT_PORTS_SIZE_BYTES, Pit8254 } from '../devices/pit8254.js';
 import type { HvVcpu } from '../hypervisor/types.js';
 import * as layout from '../boot/layout.js';
 import { ISA_IRQ0_GSI } from '../boot/acpi.js';
@@ -44,6 +45,8 @@ export class UserspaceIrqchip {
   readonly ioapic: Ioapic;
   readonly lapics: Lapic[] = [];
   readonly apicBus = new ApicBus();
+  /** The 8254: KVM_CREATE_PIT2 needs KVM's irqchip, so without it the PIT is ours too. */
+  readonly pit: Pit8254;
   private vcpus: readonly HvVcpu[] = [];
   private timers: DeadlineTimer[] = [];
   private readonly nowNs: () => bigint;
@@ -67,6 +70,10 @@ export class UserspaceIrqchip {
       this.lapics.push(lapic);
       this.apicBus.add(lapic);
     }
+    // IRQ0 pulses go to PIC line 0 and IOAPIC pin 2 (setIrq(0) does both), and the BSP's thread
+    // waits for the PIT's next edge as for its own timer.
+    this.pit = new Pit8254({ nowNs: this.nowNs, setIrq0: (level) => this.setIrq(0, level), timerChanged: () => this.updateDeadline(0) });
+    this.timers.push(this.pit);
   }
 
   /** The vCPUs, by index; events before this are kept in the models and signalled on attach. */
@@ -121,6 +128,8 @@ export class UserspaceIrqchip {
     pioBus.insert(0x20, 2, 'pic-master', this.pic.master);
     pioBus.insert(0xa0, 2, 'pic-slave', this.pic.slave);
     pioBus.insert(0x4d0, 2, 'pic-elcr', this.pic.elcr);
+    pioBus.insert(PIT_CH0, PIT_PORTS_SIZE_BYTES, 'pit', this.pit.ports);
+    pioBus.insert(NMI_SC_PORT, NMI_SC_SIZE_BYTES, 'nmi-sc', this.pit.nmiSc);
     mmioBus.insert(layout.IOAPIC_GPA, IOAPIC_WINDOW_BYTES, 'ioapic', this.ioapic);
   }
 
