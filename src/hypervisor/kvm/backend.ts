@@ -216,6 +216,8 @@ class KvmVcpuHandle implements HvVcpu {
   private commandChain: Promise<void> = Promise.resolve();
   private handlers: ExitHandlers | null = null;
   private stopping = false;
+  /** true while the main thread runs a handler for this vCPU's mailbox request */
+  private servingMailbox = false;
 
   constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly peers: () => VcpuPeer[]) {
     this.index = vcpu.index;
@@ -305,6 +307,7 @@ class KvmVcpuHandle implements HvVcpu {
       const data = this.ctrlBytes.subarray(MBOX_DATA_BYTE_OFFSET, MBOX_DATA_BYTE_OFFSET + size);
       if (!isWrite) data.fill(0xff);
       const h = this.handlers!;
+      this.servingMailbox = true;
       try {
         switch (kind) {
           case AccessKind.Pio: h.pio(this.index, addr, isWrite, data); break;
@@ -317,6 +320,8 @@ class KvmVcpuHandle implements HvVcpu {
       } catch (e) {
         const where = kind === AccessKind.Pio ? `port 0x${addr.toString(16)}` : kind === AccessKind.Mmio ? `gpa 0x${addr.toString(16)}` : `interrupt controller request ${kind}`;
         h.fatal(this.index, `device error on ${where}: ${(e as Error).message}`);
+      } finally {
+        this.servingMailbox = false;
       }
       Atomics.store(ctrl, CTRL.MBOX, Mbox.Response);
       Atomics.notify(ctrl, CTRL.MBOX);
@@ -348,32 +353,41 @@ class KvmVcpuHandle implements HvVcpu {
     Atomics.notify(this.ctrl, CTRL.HALT_WAKE);
   }
 
+  /**
+   * Makes the vCPU look at its interrupt state before it next enters. Not needed while this
+   * thread answers the vCPU's own mailbox request: the vCPU waits for the answer and then passes
+   * its entry checks anyway, so a kick would only cost it an extra exit.
+   */
+  private nudge(): void {
+    if (!this.servingMailbox) this.kick();
+  }
+
   setInterruptPending(pending: boolean): void {
     const was = Atomics.exchange(this.ctrl, CTRL.IRQ_PENDING, pending ? 1 : 0);
     // A new interrupt must reach a guest that runs without exits: kick it out to inject.
-    if (pending && was === 0) this.kick();
+    if (pending && was === 0) this.nudge();
   }
 
   setTimerDeadline(deadlineNs: bigint | null): void {
     const next = deadlineNs ?? 0n;
     const old = Atomics.exchange(this.ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT, next);
     // The vCPU re-arms its timer at its next entry; one sooner than the armed one needs it now.
-    if (next !== 0n && (old === 0n || next < old)) this.kick();
+    if (next !== 0n && (old === 0n || next < old)) this.nudge();
   }
 
   initIpi(): void {
     Atomics.store(this.ctrl, CTRL.INIT_PENDING, 1);
-    this.kick();
+    this.nudge();
   }
 
   startupIpi(vector: number): void {
     Atomics.store(this.ctrl, CTRL.SIPI_VECTOR, vector & 0xff);
-    this.kick();
+    this.nudge();
   }
 
   nmi(): void {
     Atomics.store(this.ctrl, CTRL.NMI_PENDING, 1);
-    this.kick();
+    this.nudge();
   }
 
   offerIdleWork(on: boolean): void {
