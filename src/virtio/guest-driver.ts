@@ -360,9 +360,37 @@ export interface MmioHarnessOptions {
 export const LINUX_RING_FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_F_INDIRECT_DESC);
 
 /** A device behind virtio-mmio in recording guest RAM, with a driver, for end-to-end tests. */
-export class MmioHarness {
+/** Guest RAM and a bump allocator for a harness's rings and buffers, whatever the transport. */
+export class HarnessRam {
   readonly memory: RecordingGuestMemory;
   readonly alloc: BumpAllocator;
+
+  /** Rings and buffers are allocated in the first region, past its first page. */
+  constructor(ram: ReadonlyArray<{ gpa: number; sizeBytes: number }>) {
+    this.memory = new RecordingGuestMemory(ram);
+    this.alloc = new BumpAllocator(ram[0]!.gpa + 0x1000, ram[0]!.gpa + ram[0]!.sizeBytes);
+  }
+
+  /** A guest buffer of `len` bytes, optionally filled. */
+  buffer(len: number, fill = 0): Sg {
+    const gpa = this.alloc.alloc(Math.max(len, 1), 16);
+    this.memory.fill(gpa, Math.max(len, 1), fill);
+    return { gpa, len };
+  }
+
+  /** A guest buffer holding `bytes`. */
+  bytes(bytes: Uint8Array): Sg {
+    const gpa = this.alloc.alloc(Math.max(bytes.length, 1), 16);
+    this.memory.write(gpa, bytes);
+    return { gpa, len: bytes.length };
+  }
+
+  read(sg: Sg): Uint8Array {
+    return this.memory.read(sg.gpa, sg.len);
+  }
+}
+
+export class MmioHarness extends HarnessRam {
   readonly transport: mmio.VirtioMmio;
   readonly driver: MmioDriver;
   /** Level changes of the interrupt line (or 1 per pulse in edge mode). */
@@ -371,9 +399,7 @@ export class MmioHarness {
   private irqLevel = 0;
 
   constructor(readonly device: VirtioDevice, options: MmioHarnessOptions = {}) {
-    const ramBytes = options.ramBytes ?? 1 << 20;
-    this.memory = new RecordingGuestMemory([{ gpa: 0, sizeBytes: ramBytes }]);
-    this.alloc = new BumpAllocator(0x1000, ramBytes);
+    super([{ gpa: 0, sizeBytes: options.ramBytes ?? 1 << 20 }]);
     const irq: mmio.VirtioIrq = options.irq === 'edge'
       ? { trigger: 'edge', pulse: () => this.irq.push(1) }
       : { trigger: 'level', setLevel: (l) => { this.irqLevel = l; this.irq.push(l); } };
@@ -408,21 +434,4 @@ export class MmioHarness {
     return rings;
   }
 
-  /** A guest buffer of `len` bytes, optionally filled. */
-  buffer(len: number, fill = 0): Sg {
-    const gpa = this.alloc.alloc(Math.max(len, 1), 16);
-    this.memory.fill(gpa, Math.max(len, 1), fill);
-    return { gpa, len };
-  }
-
-  /** A guest buffer holding `bytes`. */
-  bytes(bytes: Uint8Array): Sg {
-    const gpa = this.alloc.alloc(Math.max(bytes.length, 1), 16);
-    this.memory.write(gpa, bytes);
-    return { gpa, len: bytes.length };
-  }
-
-  read(sg: Sg): Uint8Array {
-    return this.memory.read(sg.gpa, sg.len);
-  }
 }

@@ -14,7 +14,7 @@ import {
   PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL,
   PCI_MSIX_FLAGS_QSIZE, PCI_MSIX_PBA, PCI_MSIX_TABLE, PCI_MSIX_TABLE_BIR,
 } from '../pci/msix.js';
-import { BumpAllocator, LINUX_RING_FEATURES, RecordingGuestMemory, SplitRingDriver, type Sg } from './guest-driver.js';
+import { HarnessRam, LINUX_RING_FEATURES, SplitRingDriver } from './guest-driver.js';
 import {
   VIRTIO_PCI_CAP, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG,
   VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_COMMON_CFG, VIRTIO_PCI_NOTIFY_CAP, VIRTIO_MSI_NO_VECTOR, VirtioPci,
@@ -256,9 +256,7 @@ export const HARNESS_ECAM_GPA = 0xe000_0000;
 export const HARNESS_BAR_WINDOW = { base: 0xc000_0000, sizeBytes: 0x1000_0000 };
 
 /** One virtio device behind virtio-pci on bus 0, with a driver, for end-to-end tests. */
-export class PciHarness {
-  readonly memory: RecordingGuestMemory;
-  readonly alloc: BumpAllocator;
+export class PciHarness extends HarnessRam {
   readonly pciBus: PciBus;
   readonly pio = new Bus('pio');
   readonly mmio = new Bus('mmio');
@@ -281,9 +279,7 @@ export class PciHarness {
   private readonly useMsix: boolean;
 
   constructor(readonly device: VirtioDevice, options: PciHarnessOptions = {}) {
-    const ram = options.ram ?? [{ gpa: 0, sizeBytes: options.ramBytes ?? 1 << 20 }];
-    this.memory = new RecordingGuestMemory(ram);
-    this.alloc = new BumpAllocator(ram[0]!.gpa + 0x1000, ram[0]!.gpa + ram[0]!.sizeBytes);
+    super(options.ram ?? [{ gpa: 0, sizeBytes: options.ramBytes ?? 1 << 20 }]);
     this.router = new PciBarRouter(HARNESS_BAR_WINDOW);
     this.pciBus = new PciBus({
       barMoved: (bar, oldGpa, newGpa) => {
@@ -342,19 +338,4 @@ export class PciHarness {
     return rings;
   }
 
-  buffer(len: number, fill = 0): Sg {
-    const gpa = this.alloc.alloc(Math.max(len, 1), 16);
-    this.memory.fill(gpa, Math.max(len, 1), fill);
-    return { gpa, len };
-  }
-
-  bytes(bytes: Uint8Array): Sg {
-    const gpa = this.alloc.alloc(Math.max(bytes.length, 1), 16);
-    this.memory.write(gpa, bytes);
-    return { gpa, len: bytes.length };
-  }
-
-  read(sg: Sg): Uint8Array {
-    return this.memory.read(sg.gpa, sg.len);
-  }
 }

@@ -34,7 +34,7 @@ export type GuestName = (typeof GUEST_NAMES)[number];
 /** The runtime every guest links, relative to tests/guests/. */
 export const COMMON_SOURCES = ['common/entry.S', 'common/lib.c', 'common/ap64.S', 'common/smp.c'] as const;
 /** Inputs that are not compiled on their own but change every image. */
-export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld'] as const;
+export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld', 'common/long-mode.h'] as const;
 /** Sources beyond NAME.c, relative to tests/guests/. */
 const EXTRA_SOURCES: Partial<Record<GuestName, readonly string[]>> = {
   smp: ['smp-trampoline.S'],

@@ -15,11 +15,7 @@
  */
 
 #define AP64_TRAMPOLINE_GPA 0x9000  /* must agree with smp.c */
-#define CR0_PE 0x00000001
-#define CR0_PG 0x80000000
-#define CR4_PAE 0x00000020
-#define MSR_EFER 0xc0000080
-#define EFER_LME 0x00000100
+#include "long-mode.h"
 #define KERNEL_DS 0x10
 #define USER_DS (0x18 | 3)
 #define USER_CS (0x20 | 3)
@@ -52,18 +48,7 @@ tramp32:
 	movl %eax, %es
 	movl %eax, %ss
 	/* The BSP's page tables (entry.S): the image is identity mapped, so they serve every CPU. */
-	movl $pml4, %eax
-	movl %eax, %cr3
-	movl %cr4, %eax
-	orl $CR4_PAE, %eax
-	movl %eax, %cr4
-	movl $MSR_EFER, %ecx
-	rdmsr
-	orl $EFER_LME, %eax
-	wrmsr
-	movl %cr0, %eax
-	orl $(CR0_PG | CR0_PE), %eax
-	movl %eax, %cr0
+	ENTER_LONG_MODE_PAGING
 	ljmpl $TRAMP_CS64, $TRAMP(tramp64)
 
 	.code64

@@ -24,12 +24,8 @@
  * emulated CPL0, so exit-bound loops may run at CPL0 (run_at_cpl in lib.c).
  */
 
-/* Control registers and MSRs (SDM vol. 3A 2.5, 2.2.1). */
-#define CR0_PE 0x00000001
-#define CR0_PG 0x80000000
-#define CR4_PAE 0x00000020
-#define MSR_EFER 0xc0000080
-#define EFER_LME 0x00000100
+/* Control registers and MSRs (SDM vol. 3A 2.5, 2.2.1), and the switch to long mode. */
+#include "long-mode.h"
 
 /* Page-table entry bits (SDM vol. 3A 4.5). */
 #define PTE_P 0x001
@@ -85,19 +81,7 @@ pvh_start32:
 	cld
 	movl %ebx, pvh_start_info_gpa
 	lgdt gdt_ptr
-	/* Long mode (SDM 9.8.5): PAE on, CR3 = PML4, EFER.LME, then paging on. */
-	movl $pml4, %eax
-	movl %eax, %cr3
-	movl %cr4, %eax
-	orl $CR4_PAE, %eax
-	movl %eax, %cr4
-	movl $MSR_EFER, %ecx
-	rdmsr
-	orl $EFER_LME, %eax
-	wrmsr
-	movl %cr0, %eax
-	orl $(CR0_PG | CR0_PE), %eax
-	movl %eax, %cr0
+	ENTER_LONG_MODE_PAGING
 	ljmp $KERNEL_CS, $long_mode_start
 
 	.code64
