@@ -182,3 +182,22 @@ test('pause-all pauses every running vCPU around the memslot ops and resumes the
   await map.commit(map.begin().move('r', 8 * MiB));
   assert.deepEqual(events, ['delete']);
 });
+
+test('boot RAM as the machine maps it: slot 0 low RAM from 0, slot 1 the rest from 4 GiB, no flags (the layout before the memory map existed)', () => {
+  const vm = new RecordingVm();
+  // The VMM's views of RAM play no part here: only the memslots are looked at.
+  const map = new MemoryMap({ vm: vm as unknown as HvVm, makeView: () => new ArrayBuffer(0), vcpus: () => [] });
+  const regions = [{ gpa: 0, sizeBytes: 0xc000_0000 }, { gpa: 0x1_0000_0000, sizeBytes: 0x4000_0000 }];
+  const tx = map.begin();
+  regions.forEach((r, i) => {
+    const h = { hva: BigInt(0x7f00_0000_0000 + i * 0x1_0000_0000_0), sizeBytes: r.sizeBytes, free: () => {} };
+    map.defineHost(`ram${i}`, h);
+    tx.add({ id: `ram${i}`, kind: 'ram', gpa: r.gpa, sizeBytes: r.sizeBytes, priority: 0, backing: { hostId: `ram${i}`, offsetBytes: 0 } });
+  });
+  map.commitNow(tx);
+  assert.deepEqual(vm.calls.map((c) => [c.op, c.slot, c.m!.gpa, c.m!.sizeBytes, c.m!.readonly, c.m!.logDirty]), [
+    ['create', 0, 0, 0xc000_0000, false, false],
+    ['create', 1, 0x1_0000_0000, 0x4000_0000, false, false],
+  ]);
+  assert.equal(vm.calls[1]!.m!.hva, BigInt(0x7f00_0000_0000 + 0x1_0000_0000_0));
+});
