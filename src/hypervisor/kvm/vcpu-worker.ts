@@ -234,14 +234,19 @@ function wakesFromHalt(): boolean {
   return Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1 && (cache.getById(RFLAGS) & RFLAGS_IF) !== 0n;
 }
 
+function sipiOrInitPending(): boolean {
+  return Atomics.load(ctrl, CTRL.SIPI_VECTOR) >= 0 || Atomics.load(ctrl, CTRL.INIT_PENDING) === 1;
+}
+
 /**
- * Sleeps until HALT_WAKE moves (a kick, a command, an interrupt, INIT/SIPI) or the irq deadline
- * passes, whichever is first; at most 50 ms at a time so nothing waits on a lost notify.
+ * Sleeps until HALT_WAKE moves (a kick, a command, an interrupt, INIT/SIPI) or, when `timed`,
+ * the irq deadline passes, whichever is first; at most 50 ms at a time so nothing waits on a lost
+ * notify. Returns at once when `wakes()` already holds.
  */
-function sleepUntilWoken(): void {
+function sleepUntilWoken(wakes: () => boolean, timed: boolean): void {
   const wake = Atomics.load(ctrl, CTRL.HALT_WAKE);
-  if (wakesFromHalt() || Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None) return;
-  const deadline = Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT);
+  if (wakes() || Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None) return;
+  const deadline = timed ? Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT) : 0n;
   let timeoutMs = 50;
   if (deadline !== 0n) {
     const leftNs = deadline - process.hrtime.bigint();
@@ -270,7 +275,8 @@ function prepareEntry(): boolean {
   if (waitingForSipi) {
     const vector = Atomics.exchange(ctrl, CTRL.SIPI_VECTOR, -1);
     if (vector < 0) {
-      sleepUntilWoken();
+      // A CPU waiting for SIPI takes nothing else (SDM 9.4.2): interrupts and NMIs stay pending.
+      sleepUntilWoken(sipiOrInitPending, false);
       return false;
     }
     // SDM 9.4.4: the AP starts in real mode at CS = vector << 8 (base vector << 12), IP = 0.
@@ -282,7 +288,7 @@ function prepareEntry(): boolean {
   runDueTimers();
   if (halted) {
     if (!wakesFromHalt()) {
-      sleepUntilWoken();
+      sleepUntilWoken(wakesFromHalt, true);
       runDueTimers();
       if (!wakesFromHalt()) return false;
     }
