@@ -20,9 +20,24 @@
  *               default 20000), then sends "echo: LINE\n" back
  * and finally "virtio: N devices, E errors\n". Exit status: E (0 when every check passed).
  *
- * With `bench_blk=N` on the command line it does only this instead: N 4 KiB reads from the first
- * block device, one at a time (submit, QueueNotify, poll the used ring), then prints
- * "bench: N block reads\n" and exits 0 (bench/run.ts times it against N=0, tsvmm against QEMU).
+ * Benchmark modes (bench/run.ts `block`) do only this instead, on the first block device; on any
+ * failure they print "bench: ..." saying what and exit 1, else exit 0:
+ *   bench_seq_mib=S [bench_req_kib=R] [bench_qd=Q] [bench_rand=N] [bench_seed=X]
+ *       (either of bench_seq_mib, bench_rand starts it; defaults R=128, Q=8, N=0, X=1; S=0 skips)
+ *       with one 128-entry queue and Q requests in flight (1 <= Q <= 42, Q * R <= 16 MiB), polled:
+ *         seqwrite  S MiB from sector 0 in R KiB requests   (every 512-byte sector written starts
+ *         seqread   the same S MiB, read back and checked    with its number ^ 0x6d6d767374000000)
+ *         randwrite N 4 KiB writes at 4 KiB-aligned LCG offsets over the whole disk (same stamps)
+ *         randread  N 4 KiB reads likewise (checked where this boot's seqwrite wrote)
+ *       each "bench: NAME bytes=B reqs=N req_bytes=R qd=Q tsc=T khz=K\n" (T: TSC ticks for the
+ *       phase; K: tsc_khz(), 4000000 when CPUID does not say), then
+ *       "bench: done, read back checked up to sector E\n".
+ *   bench_notify=N  (N <= 4096) N 4 KiB reads one at a time, each timed from just before its
+ *       QueueNotify to when the host's device callback changes the u64 at guest-physical 0xf00000
+ *       (bench/run.ts wraps tsvmm's device to do that; other VMMs time out), and to its used entry:
+ *       "bench: notify n=N callback_tsc_median=A callback_tsc_p99=B roundtrip_tsc_median=C khz=K\n".
+ *   bench_blk=N  N 4 KiB reads one at a time, untimed: "bench: N block reads\n".
+ * The benchmark's data buffers are at 16..32 MiB.
  *
  * CPL0 work: only the interrupt wait (~20 emulated instructions); all polling is at CPL3.
  *
@@ -447,7 +462,9 @@ static u64 lcg_next(void) {
 static u8 *bench_buf(u32 slot, u32 bytes) { return (u8 *)(BENCH_BUF_GPA + (u64)slot * bytes); }
 
 static bool bench_setup(struct virtio_dev *d, u32 qd) {
-	if (!virtio_negotiate(d, 0))
+	/* FLUSH as Linux does: without it the cache must be writethrough (5.2.5), so QEMU syncs
+	 * after every write. The benchmark never flushes: both VMMs write to the page cache. */
+	if (!virtio_negotiate(d, FEATURE(VIRTIO_BLK_F_FLUSH)))
 		return false;
 	memset(&bq, 0, sizeof(bq));
 	bq.avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT; /* polled */
