@@ -667,6 +667,10 @@ static int bench_notify(struct virtio_dev *d, u64 n) {
 	}
 	if (!bench_setup(d, 1))
 		return 1;
+	if (bench_capacity < 8) {
+		print("bench: disk smaller than 4 KiB\n");
+		return 1;
+	}
 	volatile u64 *stamp = (volatile u64 *)BENCH_STAMP_GPA;
 	u64 timeout_tsc = REQUEST_TIMEOUT_US * tsc_khz() / 1000;
 	for (u64 i = 0; i < n; i++) {
