@@ -247,15 +247,16 @@ async function block(): Promise<void> {
     return BLOCK_PHASES.map((phase) => `${phase} ${fmt(phase, rate(phase, r[phase]))}`).join(', ');
   };
   const who = [...(vmms.includes('tsvmm') ? ['tsvmm'] : []), ...(haveQemu ? ['qemu'] : [])];
+  const label = (w: string) => (w === 'qemu' && accel !== 'kvm' ? `qemu (${accel})` : w);
   for (let i = 0; i < rounds; i++) {
     // Alternate which goes first, so neither always finds the other's page cache.
     for (const w of i % 2 ? [...who].reverse() : who) {
       const line = record(w, w === 'tsvmm' ? await runTsvmm() : runQemu());
-      console.log(`block round ${i + 1}: ${w === 'qemu' && accel !== 'kvm' ? `qemu (${accel})` : w}: ${line}`);
+      console.log(`block round ${i + 1}: ${label(w)}: ${line}`);
     }
   }
   console.log(`block: ${mib} MiB sequential in ${reqKib} KiB requests, ${rand} random 4 KiB requests, queue depth ${qd}, ${rounds} rounds; medians:`);
-  for (const w of who) console.log(`block: ${w}: ${BLOCK_PHASES.map((p) => `${p} ${fmt(p, median(results[w]![p]))}`).join(', ')}`);
+  for (const w of who) console.log(`block: ${label(w)}: ${BLOCK_PHASES.map((p) => `${p} ${fmt(p, median(results[w]![p]))}`).join(', ')}`);
   if (guessed) console.log(`block: the guests' CPUID gives no TSC rate; rates use the host's ${hostKhz} kHz (/proc/cpuinfo) for every VMM, so ratios do not depend on it`);
   if (who.length === 2 && [...khzSeen.tsvmm!].join() !== [...khzSeen.qemu!].join()) {
     console.log(`block: note: the guests' TSC kHz differ (tsvmm ${[...khzSeen.tsvmm!].join('/')}, qemu ${[...khzSeen.qemu!].join('/')}); each rate uses its own`);
