@@ -80,7 +80,7 @@ bool virtio_negotiate(struct virtio_dev *d, u64 wanted) {
 }
 
 bool virtio_driver_ok(const struct virtio_dev *d) {
-	virtio_write(d, VIRTIO_MMIO_STATUS, virtio_read(d, VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
+	virtio_write(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
 	if (virtio_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET) {
 		fail(d, "device needs reset right after DRIVER_OK");
 		return false;
