@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { guestPath } from '../tests/guests/index.js';
 import { REGS_PROBE_PORT, regsProbeGuest } from '../tests/guests/generated.js';
 import { runGuestFile, runImage, waitFor } from '../tests/run-guest.js';
+import type { GuestMemory } from '../src/memory/guest-memory.js';
+import type { VirtioDevice } from '../src/virtio/virtio.js';
 import { openDisk, parseDiskSpec } from '../src/vmm/virtio-options.js';
 import { buildKvmLoop, repoRoot } from './build.js';
 
@@ -132,50 +134,154 @@ async function kicks(): Promise<void> {
   console.log(`kicks: lost=${lost} p99=${p(0.99).toFixed(1)}`);
 }
 
+/** The `virtio` guest's benchmark lines (tests/guests/virtio.c's header). */
+const BLOCK_PHASES = ['seqread', 'seqwrite', 'randread', 'randwrite'] as const;
+type BlockPhase = (typeof BLOCK_PHASES)[number];
+interface PhaseResult { bytes: number; reqs: number; tsc: number; khz: number }
+/** tests/guests/common/lib.c's tsc_khz() when CPUID gives no TSC frequency. */
+const GUEST_TSC_KHZ_GUESS = 4_000_000;
+/** tests/guests/virtio.c: the u64 the bench_notify mode watches for the device callback's stamp. */
+const BENCH_STAMP_GPA = 0xf0_0000;
+
+function parseBlockPhases(who: string, serial: string): Record<BlockPhase, PhaseResult> {
+  const out: Partial<Record<BlockPhase, PhaseResult>> = {};
+  for (const m of serial.matchAll(/^bench: (\w+) bytes=(\d+) reqs=(\d+) req_bytes=\d+ qd=\d+ tsc=(\d+) khz=(\d+)$/gm)) {
+    out[m[1] as BlockPhase] = { bytes: Number(m[2]), reqs: Number(m[3]), tsc: Number(m[4]), khz: Number(m[5]) };
+  }
+  const missing = BLOCK_PHASES.filter((p) => !out[p]);
+  if (missing.length || !serial.includes('bench: done')) throw new Error(`${who} block run: no ${missing.join(', ') || 'done'} line; serial: ${serial}`);
+  return out as Record<BlockPhase, PhaseResult>;
+}
+
+/** The host's TSC rate, for guests whose CPUID does not give one (AMD hosts give none). */
+function hostTscKhz(): number | null {
+  const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(fs.readFileSync('/proc/cpuinfo', 'latin1'));
+  return m ? Math.round(Number(m[1]) * 1000) : null;
+}
+
+/** QEMU microvm with its virtio-blk on `disk`, running the `virtio-qemu` build of the guest. */
+function qemuBlockArgs(disk: string, cmdline: string, accel: string): string[] {
+  return ['-M', 'microvm,ioapic2=off', '-accel', accel, '-cpu', accel === 'kvm' ? 'host,-arch-capabilities' : 'max', '-m', '256M',
+    '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
+    '-global', 'virtio-mmio.force-legacy=false', '-drive', `id=d0,file=${disk},format=raw,if=none`, '-device', 'virtio-blk-device,drive=d0',
+    '-kernel', guestPath('virtio-qemu'), '-append', cmdline];
+}
+
+/** The block device with a stamp: each notify() first writes a new count to BENCH_STAMP_GPA. */
+function stampingDevice(inner: VirtioDevice): VirtioDevice {
+  let memory: GuestMemory | null = null;
+  let stamp = 0n;
+  return {
+    deviceType: inner.deviceType,
+    deviceFeatures: inner.deviceFeatures,
+    queueMaxSizes: inner.queueMaxSizes,
+    configSizeBytes: inner.configSizeBytes,
+    readConfig: (offset, data) => inner.readConfig(offset, data),
+    writeConfig: (offset, data) => inner.writeConfig(offset, data),
+    activate: (queues, mem, interrupt, features) => { memory = mem; inner.activate(queues, mem, interrupt, features); },
+    reset: () => { memory = null; inner.reset(); },
+    notify: (queue) => { memory?.writeU64(BENCH_STAMP_GPA, ++stamp); inner.notify(queue); },
+  };
+}
+
 /**
- * virtio-blk request round trip: N 4 KiB reads, one in flight, by the `virtio` guest (bench_blk=N)
- * from a 16 MiB raw image, tsvmm (ioeventfd doorbell, the device on the main thread, polled used
- * ring) against QEMU microvm's virtio-blk on the same file (its `virtio-qemu` build), interleaved,
- * each as the difference between N reads and none so start-up cancels.
+ * virtio-blk throughput: the `virtio` guest's bench mode (bench_seq_mib=S bench_req_kib=R
+ * bench_qd=Q bench_rand=N) on a fresh raw file, tsvmm (ioeventfd doorbell, the device on the main
+ * thread, polled used ring) against QEMU microvm's virtio-blk on the same file and the same guest
+ * (its `virtio-qemu` build, same virtio-mmio transport), interleaved. The guest times each phase
+ * with its TSC: sequential write then read of S MiB in R KiB requests, then N random 4 KiB writes
+ * and reads, Q in flight; everything read is checked against what was written. Ratios are of the
+ * medians over rounds. Then, for tsvmm only, QueueNotify-to-device-callback latency (bench_notify).
  */
 async function block(): Promise<void> {
-  const qemu = spawnSync('qemu-system-x86_64', ['--version']);
-  if (qemu.status !== 0) {
-    console.log('block: skipped (no qemu-system-x86_64; apt-get install qemu-system-x86)');
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const mib = Number(process.env.BENCH_BLOCK_MIB ?? 64);
+  const reqKib = Number(process.env.BENCH_BLOCK_REQ_KIB ?? 128);
+  const qd = Number(process.env.BENCH_BLOCK_QD ?? 8);
+  const rand = Number(process.env.BENCH_BLOCK_RAND ?? 20_000);
+  const notifies = Number(process.env.BENCH_BLOCK_NOTIFIES ?? 2000);
+  const vmms = (process.env.BENCH_BLOCK_VMMS ?? 'tsvmm,qemu').split(',');
+  const accel = process.env.BENCH_QEMU_ACCEL ?? 'kvm';
+  const cmdline = `bench_seq_mib=${mib} bench_req_kib=${reqKib} bench_qd=${qd} bench_rand=${rand}`;
+  const disk = path.join(repoRoot, '.cache', 'bench-block.img');
+  fs.mkdirSync(path.dirname(disk), { recursive: true });
+  fs.writeFileSync(disk, '');
+  fs.truncateSync(disk, mib << 20);
+
+  const haveQemu = vmms.includes('qemu') && spawnSync('qemu-system-x86_64', ['--version']).status === 0;
+  if (vmms.includes('qemu') && !haveQemu) console.log('block: qemu-system-x86_64 not installed (apt-get install qemu-system-x86); no baseline');
+  const runTsvmm = async () => {
+    const r = await runGuestFile(guestPath('virtio'), { cmdline, timeoutMs: 600000, virtio: [openDisk(parseDiskSpec(disk), 0).config] });
+    if (r.status !== 0) throw new Error(`tsvmm block run failed (status ${r.status}, ${r.reason} ${r.fatal ?? ''}): ${r.serial}`);
+    return parseBlockPhases('tsvmm', r.serial);
+  };
+  const qemuArgs = qemuBlockArgs(disk, cmdline, accel);
+  if (haveQemu) console.log(`block: qemu-system-x86_64 ${qemuArgs.join(' ')}`);
+  const runQemu = () => {
+    const r = spawnSync('qemu-system-x86_64', qemuArgs, { encoding: 'utf8', timeout: 600000 });
+    // isa-debug-exit: the guest's status 0 is QEMU's 1.
+    if (r.status !== 1) throw new Error(`qemu block run failed (exit ${r.status}): ${r.stdout}${r.stderr}`);
+    return parseBlockPhases('qemu', r.stdout);
+  };
+
+  const hostKhz = hostTscKhz();
+  let guessed = false;
+  const seconds = (p: PhaseResult) => {
+    const khz = p.khz === GUEST_TSC_KHZ_GUESS && hostKhz !== null ? hostKhz : p.khz;
+    if (khz !== p.khz) guessed = true;
+    return p.tsc / (khz * 1000);
+  };
+  // MB/s for sequential phases, IOPS for random ones.
+  const rate = (phase: BlockPhase, p: PhaseResult) => (phase.startsWith('seq') ? p.bytes / 1e6 : p.reqs) / seconds(p);
+  const unit = (phase: BlockPhase) => (phase.startsWith('seq') ? 'MB/s' : 'IOPS');
+  const fmt = (phase: BlockPhase, v: number) => `${v.toFixed(phase.startsWith('seq') ? 1 : 0)} ${unit(phase)}`;
+  const results: Record<string, Record<BlockPhase, number[]>> = {};
+  const khzSeen: Record<string, Set<number>> = {};
+  const record = (who: string, r: Record<BlockPhase, PhaseResult>) => {
+    results[who] ??= { seqread: [], seqwrite: [], randread: [], randwrite: [] };
+    khzSeen[who] ??= new Set();
+    for (const phase of BLOCK_PHASES) {
+      results[who]![phase].push(rate(phase, r[phase]));
+      khzSeen[who]!.add(r[phase].khz);
+    }
+    return BLOCK_PHASES.map((phase) => `${phase} ${fmt(phase, rate(phase, r[phase]))}`).join(', ');
+  };
+  const who = [...(vmms.includes('tsvmm') ? ['tsvmm'] : []), ...(haveQemu ? ['qemu'] : [])];
+  const label = (w: string) => (w === 'qemu' && accel !== 'kvm' ? `qemu (${accel})` : w);
+  for (let i = 0; i < rounds; i++) {
+    // Alternate which goes first, so neither always finds the other's page cache.
+    for (const w of i % 2 ? [...who].reverse() : who) {
+      const line = record(w, w === 'tsvmm' ? await runTsvmm() : runQemu());
+      console.log(`block round ${i + 1}: ${label(w)}: ${line}`);
+    }
+  }
+  console.log(`block: ${mib} MiB sequential in ${reqKib} KiB requests, ${rand} random 4 KiB requests, queue depth ${qd}, ${rounds} rounds; medians:`);
+  for (const w of who) console.log(`block: ${label(w)}: ${BLOCK_PHASES.map((p) => `${p} ${fmt(p, median(results[w]![p]))}`).join(', ')}`);
+  if (guessed) console.log(`block: the guests' CPUID gives no TSC rate; rates use the host's ${hostKhz} kHz (/proc/cpuinfo) for every VMM, so ratios do not depend on it`);
+  if (who.length === 2 && [...khzSeen.tsvmm!].join() !== [...khzSeen.qemu!].join()) {
+    console.log(`block: note: the guests' TSC kHz differ (tsvmm ${[...khzSeen.tsvmm!].join('/')}, qemu ${[...khzSeen.qemu!].join('/')}); each rate uses its own`);
+  }
+
+  if (vmms.includes('tsvmm')) {
+    // QueueNotify to the device's notify() on the main thread, timed by the guest's TSC.
+    const cfg = openDisk(parseDiskSpec(disk), 0).config;
+    const r = await runGuestFile(guestPath('virtio'), {
+      cmdline: `bench_notify=${notifies}`, timeoutMs: 600000, virtio: [{ ...cfg, device: stampingDevice(cfg.device) }],
+    });
+    const m = /^bench: notify n=\d+ callback_tsc_median=(\d+) callback_tsc_p99=(\d+) roundtrip_tsc_median=(\d+) khz=(\d+)$/m.exec(r.serial);
+    if (r.status !== 0 || !m) throw new Error(`tsvmm notify run failed (status ${r.status}): ${r.serial}`);
+    const khz = Number(m[4]) === GUEST_TSC_KHZ_GUESS && hostKhz !== null ? hostKhz : Number(m[4]);
+    const us = (tsc: string) => (Number(tsc) / khz * 1e3).toFixed(1);
+    console.log(`block: tsvmm notify-to-device-callback latency median ${us(m[1]!)} µs, p99 ${us(m[2]!)} µs; 4 KiB read round trip median ${us(m[3]!)} µs (${notifies} notifies, one in flight; qemu: not measured)`);
+  }
+
+  if (who.length < 2) {
+    console.log(`block: no ratios (${haveQemu ? 'tsvmm not run' : 'no qemu baseline'}); measured: ${who.map((w) => `${w} read ${fmt('seqread', median(results[w]!.seqread))} write ${fmt('seqwrite', median(results[w]!.seqwrite))}`).join('; ')}`);
     return;
   }
-  const N = Number(process.env.BENCH_BLOCK_READS ?? 20_000);
-  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-  const disk = path.join(repoRoot, '.cache', 'bench-block.img');
-  fs.writeFileSync(disk, '');
-  fs.truncateSync(disk, 16 << 20);
-  const tsvmmRun = async (n: number) => {
-    const t0 = process.hrtime.bigint();
-    const r = await runGuestFile(guestPath('virtio'), {
-      cmdline: `bench_blk=${n}`, timeoutMs: 600000, virtio: [openDisk(parseDiskSpec(disk), 0).config],
-    });
-    if (r.status !== 0 || !r.serial.includes(`bench: ${n} block reads`)) throw new Error(`tsvmm block run failed: ${r.serial}`);
-    return Number(process.hrtime.bigint() - t0) / 1e6;
-  };
-  const qemuRun = (n: number) => {
-    const t0 = process.hrtime.bigint();
-    const r = spawnSync('qemu-system-x86_64', ['-M', 'microvm,ioapic2=off', '-accel', 'kvm', '-cpu', 'host,-arch-capabilities', '-m', '256M',
-      '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
-      '-global', 'virtio-mmio.force-legacy=false', '-drive', `id=d0,file=${disk},format=raw,if=none`, '-device', 'virtio-blk-device,drive=d0',
-      '-kernel', guestPath('virtio-qemu'), '-append', `bench_blk=${n}`], { encoding: 'utf8' });
-    // isa-debug-exit: the guest's status 0 is QEMU's 1.
-    if (r.status !== 1 || !r.stdout.includes(`bench: ${n} block reads`)) throw new Error(`qemu block run failed (${r.status}): ${r.stdout}${r.stderr}`);
-    return Number(process.hrtime.bigint() - t0) / 1e6;
-  };
-  const t: number[] = [];
-  const q: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    t.push((await tsvmmRun(N)) - (await tsvmmRun(0)));
-    q.push(qemuRun(N) - qemuRun(0));
-    console.log(`block round ${i + 1}: tsvmm ${(t[i]! * 1e3 / N).toFixed(2)} µs/read, qemu ${(q[i]! * 1e3 / N).toFixed(2)} µs/read`);
-  }
-  console.log(`block: tsvmm median ${(median(t) * 1e3 / N).toFixed(2)} µs/read, qemu median ${(median(q) * 1e3 / N).toFixed(2)} µs/read (${N} reads of 4 KiB, ${rounds} rounds)`);
-  console.log(`block: tsvmm/qemu = ${(median(t) / median(q)).toFixed(3)}`);
+  const ratio = (p: BlockPhase) => (median(results.tsvmm![p]) / median(results.qemu![p])).toFixed(3);
+  console.log(`block: randread tsvmm/qemu=${ratio('randread')} randwrite tsvmm/qemu=${ratio('randwrite')} (4 KiB IOPS)`);
+  console.log(`block: read tsvmm/qemu=${ratio('seqread')} write tsvmm/qemu=${ratio('seqwrite')}`);
 }
 
 /**

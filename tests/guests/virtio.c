@@ -20,9 +20,24 @@
  *               default 20000), then sends "echo: LINE\n" back
  * and finally "virtio: N devices, E errors\n". Exit status: E (0 when every check passed).
  *
- * With `bench_blk=N` on the command line it does only this instead: N 4 KiB reads from the first
- * block device, one at a time (submit, QueueNotify, poll the used ring), then prints
- * "bench: N block reads\n" and exits 0 (bench/run.ts times it against N=0, tsvmm against QEMU).
+ * Benchmark modes (bench/run.ts `block`) do only this instead, on the first block device; on any
+ * failure they print "bench: ..." saying what and exit 1, else exit 0:
+ *   bench_seq_mib=S [bench_req_kib=R] [bench_qd=Q] [bench_rand=N] [bench_seed=X]
+ *       (either of bench_seq_mib, bench_rand starts it; defaults R=128, Q=8, N=0, X=1; S=0 skips)
+ *       with one 128-entry queue and Q requests in flight (1 <= Q <= 42, Q * R <= 16 MiB), polled:
+ *         seqwrite  S MiB from sector 0 in R KiB requests   (every 512-byte sector written starts
+ *         seqread   the same S MiB, read back and checked    with its number ^ 0x6d6d767374000000)
+ *         randwrite N 4 KiB writes at 4 KiB-aligned LCG offsets over the whole disk (same stamps)
+ *         randread  N 4 KiB reads likewise (checked where this boot's seqwrite wrote)
+ *       each "bench: NAME bytes=B reqs=N req_bytes=R qd=Q tsc=T khz=K\n" (T: TSC ticks for the
+ *       phase; K: tsc_khz(), 4000000 when CPUID does not say), then
+ *       "bench: done, read back checked up to sector E\n".
+ *   bench_notify=N  (N <= 4096) N 4 KiB reads one at a time, each timed from just before its
+ *       QueueNotify to when the host's device callback changes the u64 at guest-physical 0xf00000
+ *       (bench/run.ts wraps tsvmm's device to do that; other VMMs time out), and to its used entry:
+ *       "bench: notify n=N callback_tsc_median=A callback_tsc_p99=B roundtrip_tsc_median=C khz=K\n".
+ *   bench_blk=N  N 4 KiB reads one at a time, untimed: "bench: N block reads\n".
+ * The benchmark's data buffers are at 16..32 MiB.
  *
  * CPL0 work: only the interrupt wait (~20 emulated instructions); all polling is at CPL3.
  *
@@ -402,6 +417,313 @@ static int bench_block(struct virtio_dev *d, u64 n) {
 	return 0;
 }
 
+/* ---- block throughput benchmark (bench_seq_mib / bench_rand): Q requests in flight ---- */
+
+/* Request k of a phase owns descriptors 3s..3s+2 of slot s (header, data, status), fixed for the
+ * whole run; only the avail entries, the headers and the data change. Q <= BENCH_MAX_QD. */
+#define BENCH_QUEUE_SIZE 128
+#define BENCH_MAX_QD (BENCH_QUEUE_SIZE / 3)
+#define BENCH_BUF_GPA 0x1000000ul   /* 16 MiB: slot s's data at BENCH_BUF_GPA + s * request bytes */
+#define BENCH_BUF_BYTES 0x1000000ul /* so Q * R <= 16 MiB (the guest needs 32 MiB of RAM) */
+/* Each 512-byte sector written starts with its sector number ^ this ("tsvmm" in ASCII). */
+#define BENCH_SECTOR_MAGIC 0x6d6d767374000000ul
+#define BENCH_RAND_BYTES 4096
+
+static struct {
+	struct virtq_desc desc[BENCH_QUEUE_SIZE] __attribute__((aligned(16)));
+	struct {
+		u16 flags;
+		u16 idx;
+		u16 ring[BENCH_QUEUE_SIZE];
+		u16 used_event;
+	} avail __attribute__((aligned(16)));
+	struct {
+		u16 flags;
+		u16 idx;
+		struct virtq_used_elem ring[BENCH_QUEUE_SIZE];
+		u16 avail_event;
+	} used __attribute__((aligned(16)));
+} bq __attribute__((aligned(4096)));
+static struct virtio_blk_outhdr bench_hdr[BENCH_MAX_QD];
+static u8 bench_status[BENCH_MAX_QD];
+static u16 bench_last_used;
+static u64 bench_capacity;      /* sectors */
+static u64 bench_written_end;   /* sectors [0, this) hold the stamp pattern (this boot's seqwrite) */
+static u64 lcg_state;
+
+#define mfence() __asm__ volatile("mfence" ::: "memory")
+
+/* Knuth's MMIX LCG; the high bits are the good ones. */
+static u64 lcg_next(void) {
+	lcg_state = lcg_state * 6364136223846793005ul + 1442695040888963407ul;
+	return lcg_state >> 24;
+}
+
+static u8 *bench_buf(u32 slot, u32 bytes) { return (u8 *)(BENCH_BUF_GPA + (u64)slot * bytes); }
+
+static bool bench_setup(struct virtio_dev *d, u32 qd) {
+	/* FLUSH as Linux does: without it the cache must be writethrough (5.2.5), so QEMU syncs
+	 * after every write. The benchmark never flushes: both VMMs write to the page cache. */
+	if (!virtio_negotiate(d, FEATURE(VIRTIO_BLK_F_FLUSH)))
+		return false;
+	memset(&bq, 0, sizeof(bq));
+	bq.avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT; /* polled */
+	bench_last_used = 0;
+	for (u32 s = 0; s < qd; s++) {
+		struct virtq_desc *t = &bq.desc[3 * s];
+		t[0] = (struct virtq_desc){(u64)&bench_hdr[s], sizeof(bench_hdr[s]), VIRTQ_DESC_F_NEXT, (u16)(3 * s + 1)};
+		t[1] = (struct virtq_desc){0, 0, VIRTQ_DESC_F_NEXT, (u16)(3 * s + 2)}; /* address, length, direction per phase */
+		t[2] = (struct virtq_desc){(u64)&bench_status[s], 1, VIRTQ_DESC_F_WRITE, 0};
+	}
+	if (!virtio_setup_ring(d, 0, BENCH_QUEUE_SIZE, bq.desc, &bq.avail, &bq.used))
+		return false;
+	if (!virtio_driver_ok(d))
+		return false;
+	bench_capacity = virtio_config_read64(d, 0);
+	return true;
+}
+
+/* Puts slot s's request for `sector` on the avail ring (the caller kicks). Writes stamp every sector. */
+static void bench_submit(u32 s, u32 type, u64 sector, u32 bytes) {
+	u8 *buf = bench_buf(s, bytes);
+	if (type == VIRTIO_BLK_T_OUT)
+		for (u32 i = 0; i < bytes / SECTOR_BYTES; i++)
+			*(u64 *)(buf + i * SECTOR_BYTES) = (sector + i) ^ BENCH_SECTOR_MAGIC;
+	bench_hdr[s] = (struct virtio_blk_outhdr){type, 0, sector};
+	bench_status[s] = NO_STATUS;
+	struct virtq_desc *data = &bq.desc[3 * s + 1];
+	data->addr = (u64)buf;
+	data->len = bytes;
+	data->flags = (u16)(VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0));
+	volatile u16 *idx = &bq.avail.idx;
+	bq.avail.ring[*idx % BENCH_QUEUE_SIZE] = (u16)(3 * s);
+	__asm__ volatile("" ::: "memory"); /* the entry before the index (2.7.13.2) */
+	*idx = (u16)(*idx + 1);
+}
+
+/* QueueNotify unless the device said it does not need one (2.7.13.3: a full barrier first, the
+ * index store must be visible before the flags load). */
+static void bench_kick(const struct virtio_dev *d) {
+	mfence();
+	if (!(*(volatile u16 *)&bq.used.flags & VIRTQ_USED_F_NO_NOTIFY))
+		virtio_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+}
+
+/* The sector stamps of a completed read, for sectors this boot wrote. */
+static bool bench_check(u32 s, u64 sector, u32 bytes) {
+	const u8 *buf = bench_buf(s, bytes);
+	for (u32 i = 0; i < bytes / SECTOR_BYTES; i++) {
+		if (sector + i >= bench_written_end)
+			break;
+		u64 got = *(const volatile u64 *)(buf + i * SECTOR_BYTES);
+		if (got != ((sector + i) ^ BENCH_SECTOR_MAGIC)) {
+			print("bench: read back sector ");
+			print_dec(sector + i);
+			print(": ");
+			print_hex(got);
+			print(", expected ");
+			print_hex((sector + i) ^ BENCH_SECTOR_MAGIC);
+			print("\n");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * One phase: `count` requests of `bytes`, sequential from sector 0 or 4 KiB-aligned random (LCG),
+ * `qd` in flight. Prints "bench: NAME bytes=B reqs=N req_bytes=R qd=Q tsc=T khz=K".
+ */
+static bool bench_phase(const struct virtio_dev *d, const char *name, u32 type, bool random, u64 count, u32 bytes, u32 qd) {
+	u64 step = bytes / SECTOR_BYTES;
+	u64 units = bench_capacity / step; /* request-sized units on the disk */
+	u64 next = 0, submitted = 0, completed = 0;
+	volatile u16 *used_idx = &bq.used.idx;
+	u64 t0 = rdtsc();
+	for (u32 s = 0; s < qd && submitted < count; s++, submitted++)
+		bench_submit(s, type, (random ? lcg_next() % units : next++) * step, bytes);
+	bench_kick(d);
+	u64 timeout_tsc = REQUEST_TIMEOUT_US * tsc_khz() / 1000, last = t0;
+	while (completed < count) {
+		u16 seen = *used_idx;
+		if (seen == bench_last_used) {
+			cpu_relax();
+			if (rdtsc() - last > timeout_tsc) {
+				print("bench: ");
+				print(name);
+				print(": no completion within the timeout after ");
+				print_dec(completed);
+				print(" requests\n");
+				return false;
+			}
+			continue;
+		}
+		__asm__ volatile("" ::: "memory"); /* the index before the entries */
+		bool more = false;
+		for (; bench_last_used != seen; bench_last_used++) {
+			u32 s = bq.used.ring[bench_last_used % BENCH_QUEUE_SIZE].id / 3;
+			if (s >= qd || bench_status[s] != VIRTIO_BLK_S_OK) {
+				print("bench: ");
+				print(name);
+				print(": request failed, status ");
+				print_dec(s < qd ? bench_status[s] : NO_STATUS);
+				print("\n");
+				return false;
+			}
+			if (type == VIRTIO_BLK_T_IN && !bench_check(s, bench_hdr[s].sector, bytes))
+				return false;
+			completed++;
+			if (submitted < count) {
+				bench_submit(s, type, (random ? lcg_next() % units : next++) * step, bytes);
+				submitted++;
+				more = true;
+			}
+		}
+		if (more)
+			bench_kick(d);
+		last = rdtsc();
+	}
+	u64 tsc = rdtsc() - t0;
+	if (type == VIRTIO_BLK_T_OUT && !random && count * step > bench_written_end)
+		bench_written_end = count * step;
+	print("bench: ");
+	print(name);
+	print(" bytes=");
+	print_dec(count * bytes);
+	print(" reqs=");
+	print_dec(count);
+	print(" req_bytes=");
+	print_dec(bytes);
+	print(" qd=");
+	print_dec(qd);
+	print(" tsc=");
+	print_dec(tsc);
+	print(" khz=");
+	print_dec(tsc_khz());
+	print("\n");
+	return true;
+}
+
+/* bench_seq_mib=S bench_req_kib=R bench_rand=N bench_qd=Q bench_seed=X: see the header. */
+static int bench_throughput(struct virtio_dev *d) {
+	u64 mib = 0, req_kib = 128, rand = 0, qd = 8, seed = 1;
+	cmdline_u64("bench_seq_mib", &mib);
+	cmdline_u64("bench_req_kib", &req_kib);
+	cmdline_u64("bench_rand", &rand);
+	cmdline_u64("bench_qd", &qd);
+	cmdline_u64("bench_seed", &seed);
+	u64 bytes = req_kib * 1024;
+	if (qd < 1 || qd > BENCH_MAX_QD || req_kib < 1 || qd * bytes > BENCH_BUF_BYTES || qd * BENCH_RAND_BYTES > BENCH_BUF_BYTES) {
+		print("bench: need 1 <= bench_qd <= 42 and bench_qd * bench_req_kib <= 16384\n");
+		return 1;
+	}
+	if (!bench_setup(d, (u32)qd))
+		return 1;
+	if (mib * 2048 > bench_capacity || (mib * 1024) % req_kib != 0 || bench_capacity < 8) {
+		print("bench: bench_seq_mib must fit the disk (");
+		print_dec(bench_capacity / 2048);
+		print(" MiB) and be a multiple of bench_req_kib\n");
+		return 1;
+	}
+	lcg_state = seed;
+	u64 seq = mib * 1024 / req_kib;
+	if (seq && !bench_phase(d, "seqwrite", VIRTIO_BLK_T_OUT, false, seq, (u32)bytes, (u32)qd))
+		return 1;
+	if (seq && !bench_phase(d, "seqread", VIRTIO_BLK_T_IN, false, seq, (u32)bytes, (u32)qd))
+		return 1;
+	if (rand && !bench_phase(d, "randwrite", VIRTIO_BLK_T_OUT, true, rand, BENCH_RAND_BYTES, (u32)qd))
+		return 1;
+	if (rand && !bench_phase(d, "randread", VIRTIO_BLK_T_IN, true, rand, BENCH_RAND_BYTES, (u32)qd))
+		return 1;
+	print("bench: done, read back checked up to sector ");
+	print_dec(bench_written_end);
+	print("\n");
+	return 0;
+}
+
+/*
+ * bench_notify=N: N 4 KiB reads one at a time, each timed from just before its QueueNotify to
+ * the moment the host's device callback writes a new value into the u64 at BENCH_STAMP_GPA
+ * (bench/run.ts wraps tsvmm's device to do that), then to its used entry. Prints
+ * "bench: notify n=N callback_tsc_median=A callback_tsc_p99=B roundtrip_tsc_median=C khz=K".
+ */
+#define BENCH_STAMP_GPA 0xf00000ul
+#define BENCH_NOTIFY_MAX 4096
+static u64 notify_tsc[BENCH_NOTIFY_MAX], roundtrip_tsc[BENCH_NOTIFY_MAX];
+
+static void sort_u64(u64 *a, u64 n) { /* insertion sort: n <= 4096 at CPL3 */
+	for (u64 i = 1; i < n; i++) {
+		u64 v = a[i], j = i;
+		for (; j > 0 && a[j - 1] > v; j--)
+			a[j] = a[j - 1];
+		a[j] = v;
+	}
+}
+
+static int bench_notify(struct virtio_dev *d, u64 n) {
+	if (n < 1 || n > BENCH_NOTIFY_MAX) {
+		print("bench: need 1 <= bench_notify <= 4096\n");
+		return 1;
+	}
+	if (!bench_setup(d, 1))
+		return 1;
+	if (bench_capacity < 8) {
+		print("bench: disk smaller than 4 KiB\n");
+		return 1;
+	}
+	volatile u64 *stamp = (volatile u64 *)BENCH_STAMP_GPA;
+	u64 timeout_tsc = REQUEST_TIMEOUT_US * tsc_khz() / 1000;
+	for (u64 i = 0; i < n; i++) {
+		u64 before = *stamp;
+		bench_submit(0, VIRTIO_BLK_T_IN, (i * 8) % (bench_capacity / 8 * 8), BENCH_RAND_BYTES);
+		mfence();
+		u64 t0 = rdtsc();
+		virtio_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0); /* always: this is what is timed */
+		while (*stamp == before && rdtsc() - t0 < timeout_tsc)
+			cpu_relax();
+		u64 t1 = rdtsc();
+		if (*stamp == before) {
+			print("bench: notify: no stamp at 0xf00000 from the host (only tsvmm under bench/run.ts writes one)\n");
+			return 1;
+		}
+		while (*(volatile u16 *)&bq.used.idx == bench_last_used)
+			if (rdtsc() - t0 > timeout_tsc) {
+				print("bench: notify: request did not complete\n");
+				return 1;
+			}
+		u64 t2 = rdtsc();
+		bench_last_used++;
+		if (bench_status[0] != VIRTIO_BLK_S_OK) {
+			print("bench: notify: request failed\n");
+			return 1;
+		}
+		notify_tsc[i] = t1 - t0;
+		roundtrip_tsc[i] = t2 - t0;
+	}
+	sort_u64(notify_tsc, n);
+	sort_u64(roundtrip_tsc, n);
+	print("bench: notify n=");
+	print_dec(n);
+	print(" callback_tsc_median=");
+	print_dec(notify_tsc[n / 2]);
+	print(" callback_tsc_p99=");
+	print_dec(notify_tsc[n * 99 / 100]);
+	print(" roundtrip_tsc_median=");
+	print_dec(roundtrip_tsc[n / 2]);
+	print(" khz=");
+	print_dec(tsc_khz());
+	print("\n");
+	return 0;
+}
+
+static struct virtio_dev *first_block(struct virtio_dev *devs, u32 count) {
+	for (u32 i = 0; i < count; i++)
+		if (devs[i].device_id == VIRTIO_ID_BLOCK)
+			return &devs[i];
+	print("bench: no block device\n");
+	return NULL;
+}
+
 int guest_main(void) {
 	struct virtio_dev devs[VIRTIO_MMIO_SLOTS];
 	u32 count = 0;
@@ -421,12 +743,16 @@ int guest_main(void) {
 		count++;
 	}
 	u64 bench_n;
-	if (cmdline_u64("bench_blk", &bench_n)) {
-		for (u32 i = 0; i < count; i++)
-			if (devs[i].device_id == VIRTIO_ID_BLOCK)
-				return bench_block(&devs[i], bench_n);
-		print("bench: no block device\n");
-		return 1;
+	bool seq = cmdline_u64("bench_seq_mib", &bench_n), rand = cmdline_u64("bench_rand", &bench_n);
+	if (seq || rand || cmdline_u64("bench_notify", &bench_n) || cmdline_u64("bench_blk", &bench_n)) {
+		struct virtio_dev *blk = first_block(devs, count);
+		if (!blk)
+			return 1;
+		if (seq || rand)
+			return bench_throughput(blk);
+		if (cmdline_u64("bench_notify", &bench_n))
+			return bench_notify(blk, bench_n);
+		return bench_block(blk, bench_n);
 	}
 	u32 blocks = 0;
 	for (u32 i = 0; i < count; i++) {

@@ -36,23 +36,24 @@ static void fail(const struct virtio_dev *d, const char *why) {
 	virtio_write(d, VIRTIO_MMIO_STATUS, virtio_read(d, VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_FAILED);
 }
 
-static void setup_queue(const struct virtio_dev *d, struct vq *q, u16 index) {
-	memset(q, 0, sizeof(*q));
-	q->index = index;
-	q->avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+bool virtio_setup_ring(const struct virtio_dev *d, u16 index, u16 size, void *desc, void *avail, void *used) {
 	virtio_write(d, VIRTIO_MMIO_QUEUE_SEL, index);
-	virtio_write(d, VIRTIO_MMIO_QUEUE_NUM, VQ_SIZE);
-	u64 desc = (u64)q->desc, avail = (u64)&q->avail, used = (u64)&q->used;
-	virtio_write(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (u32)desc);
-	virtio_write(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (u32)(desc >> 32));
-	virtio_write(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (u32)avail);
-	virtio_write(d, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, (u32)(avail >> 32));
-	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_LOW, (u32)used);
-	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_HIGH, (u32)(used >> 32));
+	if (virtio_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX) < size) {
+		fail(d, "a queue is missing or smaller than asked for");
+		return false;
+	}
+	virtio_write(d, VIRTIO_MMIO_QUEUE_NUM, size);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (u32)(u64)desc);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (u32)((u64)desc >> 32));
+	virtio_write(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (u32)(u64)avail);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, (u32)((u64)avail >> 32));
+	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_LOW, (u32)(u64)used);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_HIGH, (u32)((u64)used >> 32));
 	virtio_write(d, VIRTIO_MMIO_QUEUE_READY, 1);
+	return true;
 }
 
-bool virtio_init(struct virtio_dev *d, u64 wanted, struct vq *queues, u32 nq) {
+bool virtio_negotiate(struct virtio_dev *d, u64 wanted) {
 	virtio_write(d, VIRTIO_MMIO_STATUS, 0); /* reset */
 	virtio_write(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
 	virtio_write(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
@@ -70,27 +71,35 @@ bool virtio_init(struct virtio_dev *d, u64 wanted, struct vq *queues, u32 nq) {
 	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (u32)(d->features >> 32));
 	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
 	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (u32)d->features);
-	u32 status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
-	virtio_write(d, VIRTIO_MMIO_STATUS, status);
+	virtio_write(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
 	if (!(virtio_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK)) {
 		fail(d, "device refused FEATURES_OK");
 		return false;
 	}
-	for (u32 i = 0; i < nq; i++) {
-		virtio_write(d, VIRTIO_MMIO_QUEUE_SEL, i);
-		u32 max = virtio_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX);
-		if (max < VQ_SIZE) {
-			fail(d, "a queue is missing or smaller than VQ_SIZE");
-			return false;
-		}
-		setup_queue(d, &queues[i], (u16)i);
-	}
-	virtio_write(d, VIRTIO_MMIO_STATUS, status | VIRTIO_CONFIG_S_DRIVER_OK);
+	return true;
+}
+
+bool virtio_driver_ok(const struct virtio_dev *d) {
+	virtio_write(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
 	if (virtio_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET) {
 		fail(d, "device needs reset right after DRIVER_OK");
 		return false;
 	}
 	return true;
+}
+
+bool virtio_init(struct virtio_dev *d, u64 wanted, struct vq *queues, u32 nq) {
+	if (!virtio_negotiate(d, wanted))
+		return false;
+	for (u32 i = 0; i < nq; i++) {
+		struct vq *q = &queues[i];
+		memset(q, 0, sizeof(*q));
+		q->index = (u16)i;
+		q->avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+		if (!virtio_setup_ring(d, (u16)i, VQ_SIZE, q->desc, &q->avail, &q->used))
+			return false;
+	}
+	return virtio_driver_ok(d);
 }
 
 void vq_submit(struct vq *q, const struct vq_buf *bufs, u32 n) {

@@ -77,6 +77,7 @@
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
+#define VIRTQ_USED_F_NO_NOTIFY 1
 /* One chain in flight per queue: this many descriptors are plenty (and QueueNumMax is larger). */
 #define VQ_SIZE 8
 
@@ -142,6 +143,12 @@ bool virtio_probe(u64 base_gpa, u32 gsi, u32 slot, struct virtio_dev *d);
  * DRIVER_OK. Interrupts are suppressed on every queue (VIRTQ_AVAIL_F_NO_INTERRUPT) until a caller
  * clears the flag. Prints the reason and returns false on failure. */
 bool virtio_init(struct virtio_dev *d, u64 wanted, struct vq *queues, u32 nq);
+/* virtio_init in three steps, for a caller with its own ring layout (the block benchmark's
+ * larger queue): reset through FEATURES_OK; one queue's size and ring addresses (refused when
+ * QueueNumMax < size), then QueueReady; DRIVER_OK. Each prints the reason and returns false on failure. */
+bool virtio_negotiate(struct virtio_dev *d, u64 wanted);
+bool virtio_setup_ring(const struct virtio_dev *d, u16 index, u16 size, void *desc, void *avail, void *used);
+bool virtio_driver_ok(const struct virtio_dev *d);
 /* Puts one chain (bufs[0..n-1], readable ones first) on the queue as descriptors 0..n-1. */
 void vq_submit(struct vq *q, const struct vq_buf *bufs, u32 n);
 /* QueueNotify: tsvmm takes this write with an ioeventfd (no exit to the VMM's userspace). */
