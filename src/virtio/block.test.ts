@@ -10,9 +10,9 @@ import {
   VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VirtioBlock, type BlockBackend,
 } from './block.js';
 import { FileBlockBackend } from './block-file.js';
-import { MmioHarness, type SplitRingDriver } from './guest-driver.js';
+import { LINUX_RING_FEATURES, MmioHarness, type SplitRingDriver } from './guest-driver.js';
 import { VIRTIO_MMIO_INT_VRING } from './mmio.js';
-import { VIRTIO_CONFIG_S_NEEDS_RESET, hasFeature } from './virtio.js';
+import { VIRTIO_CONFIG_S_NEEDS_RESET, featureBit, hasFeature } from './virtio.js';
 import { VirtioError } from './virtio-error.js';
 
 /** A disk in memory that logs what it was asked. */
@@ -102,7 +102,7 @@ function segment(sector: number, sectors: number, flags = 0): Uint8Array {
   return s;
 }
 
-function blockBench(options: { backend?: BlockBackend; readonly?: boolean; serial?: string; queueSize?: number; sizeBytes?: number } = {}) {
+function blockBench(options: { backend?: BlockBackend; readonly?: boolean; serial?: string; queueSize?: number; sizeBytes?: number; wanted?: bigint } = {}) {
   const disk = new MemDisk(options.sizeBytes ?? 64 * SECTOR);
   const dev = new VirtioBlock({
     backend: options.backend ?? disk,
@@ -111,7 +111,7 @@ function blockBench(options: { backend?: BlockBackend; readonly?: boolean; seria
     ...(options.queueSize === undefined ? {} : { queueSize: options.queueSize }),
   });
   const h = new MmioHarness(dev);
-  const [ring] = h.bringUp();
+  const [ring] = h.bringUp(options.wanted === undefined ? {} : { wanted: options.wanted });
   /**
    * Builds a request the way Linux virtio_blk does (header, data, status in separate
    * descriptors), kicks, and returns where the status and data are.
@@ -184,6 +184,19 @@ test('any descriptor layout: header and data in one buffer, data and status in o
   const back = b.h.read(both);
   assert.deepEqual(back.subarray(0, SECTOR), payload);
   assert.equal(back[SECTOR], VIRTIO_BLK_S_OK);
+});
+
+test('a driver without VIRTIO_BLK_F_FLUSH gets writethrough: each write is flushed before it completes (5.2.5)', () => {
+  const withFlush = blockBench();
+  withFlush.roundTrip(VIRTIO_BLK_T_OUT, 2, { out: [new Uint8Array(SECTOR).fill(1)] });
+  assert.deepEqual(withFlush.disk.log, [`writev ${2 * SECTOR} ${SECTOR}`], 'writeback: the driver flushes when it wants');
+  const probe = blockBench();
+  const noFlush = blockBench({ wanted: (probe.h.device.deviceFeatures | LINUX_RING_FEATURES) & ~featureBit(VIRTIO_BLK_F_FLUSH) });
+  const r = noFlush.roundTrip(VIRTIO_BLK_T_OUT, 2, { out: [new Uint8Array(SECTOR).fill(1)] });
+  assert.equal(r.status, VIRTIO_BLK_S_OK);
+  assert.deepEqual(noFlush.disk.log, [`writev ${2 * SECTOR} ${SECTOR}`, 'flush']);
+  noFlush.roundTrip(VIRTIO_BLK_T_IN, 2, { inLens: [SECTOR] });
+  assert.equal(noFlush.disk.log.length, 3, 'reads are not flushed');
 });
 
 test('FLUSH reaches the backend; GET_ID answers the serial, NUL-padded, or what fits', () => {

@@ -8,7 +8,7 @@
 // will not do: multiqueue, CONFIG_WCE, zoned devices, secure erase, lifetime.
 import { struct } from '../boot/struct.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { VIRTIO_ID_BLOCK, featureBit, readConfigBytes, type VirtioDevice, type VirtioInterrupt } from './virtio.js';
+import { VIRTIO_ID_BLOCK, featureBit, hasFeature, readConfigBytes, type VirtioDevice, type VirtioInterrupt } from './virtio.js';
 import { VirtioError } from './virtio-error.js';
 import { DescriptorChain, type Virtqueue } from './virtqueue.js';
 
@@ -182,6 +182,8 @@ export class VirtioBlock implements VirtioDevice {
   private memory: GuestMemory | null = null;
   private interrupt: VirtioInterrupt | null = null;
   private broken = false;
+  /** every write is flushed before it completes: the driver did not negotiate VIRTIO_BLK_F_FLUSH */
+  private writethrough = false;
   private generation = 0;
   private pool: BlockRequest[] = [];
   private free: number[] = [];
@@ -239,8 +241,11 @@ export class VirtioBlock implements VirtioDevice {
     // Nothing is writable without VIRTIO_BLK_F_CONFIG_WCE.
   }
 
-  activate(queues: readonly Virtqueue[], memory: GuestMemory, interrupt: VirtioInterrupt): void {
+  activate(queues: readonly Virtqueue[], memory: GuestMemory, interrupt: VirtioInterrupt, driverFeatures: bigint): void {
     this.generation++;
+    // 5.2.5: a driver that did not negotiate VIRTIO_BLK_F_FLUSH cannot ask for durability, so the
+    // device must give it on every write (writethrough), as QEMU does.
+    this.writethrough = this.backend.flush !== undefined && !hasFeature(driverFeatures, VIRTIO_BLK_F_FLUSH);
     this.queue = queues[0]!;
     this.memory = memory;
     this.interrupt = interrupt;
@@ -348,6 +353,7 @@ export class VirtioBlock implements VirtioDevice {
         if (this.readonly || !this.rangeOk(sector, bytes)) return VIRTIO_BLK_S_IOERR;
         c.readableViews(OUTHDR_BYTES, bytes, req.data);
         req.offsetBytes = sector * VIRTIO_BLK_SECTOR_BYTES;
+        if (this.writethrough) req.stepCount = 2; // the write, then a flush before completion
         return RUN_BACKEND;
       }
       case VIRTIO_BLK_T_FLUSH:
@@ -429,7 +435,7 @@ export class VirtioBlock implements VirtioDevice {
     const b = this.backend;
     switch (req.type) {
       case VIRTIO_BLK_T_IN: return b.readv(req.offsetBytes, req.data);
-      case VIRTIO_BLK_T_OUT: return b.writev(req.offsetBytes, req.data);
+      case VIRTIO_BLK_T_OUT: return step === 0 ? b.writev(req.offsetBytes, req.data) : b.flush!();
       case VIRTIO_BLK_T_FLUSH: return b.flush!();
       case VIRTIO_BLK_T_DISCARD: return b.discard!(req.segmentOffsetBytes[step]!, req.segmentLengthBytes[step]!);
       default: return b.writeZeroes!(req.segmentOffsetBytes[step]!, req.segmentLengthBytes[step]!, req.segmentUnmap[step] === 1);
