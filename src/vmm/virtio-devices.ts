@@ -23,6 +23,8 @@ export interface VirtioSlotConfig {
   readonly label: string;
   /** Stops the device's host side (closes a disk image, a listening socket). The machine calls it once, at shutdown, after detaching the slot. */
   readonly close?: () => void;
+  /** virtio-mmio (the default: a fixed slot) or virtio-pci (virtio-pci-devices.ts). */
+  readonly transport?: 'mmio' | 'pci';
 }
 
 /** Where slot `index` lives: its register window and its GSI (IOAPIC pin). */
