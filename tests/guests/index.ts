@@ -36,13 +36,13 @@ export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld'] as const;
 /** Sources beyond NAME.c, relative to tests/guests/. */
 const EXTRA_SOURCES: Partial<Record<GuestName, readonly string[]>> = {
   smp: ['smp-trampoline.S'],
-  virtio: ['common/virtio-mmio.c'],
-  'virtio-qemu': ['common/virtio-mmio.c'],
+  virtio: ['common/virtio-mmio.c', 'common/virtq.c'],
+  'virtio-qemu': ['common/virtio-mmio.c', 'common/virtq.c'],
 };
 /** Headers beyond COMMON_INPUTS that one guest's image depends on, relative to tests/guests/. */
 const EXTRA_INPUTS: Partial<Record<GuestName, readonly string[]>> = {
-  virtio: ['common/virtio-mmio.h'],
-  'virtio-qemu': ['common/virtio-mmio.h', 'virtio.c'],
+  virtio: ['common/virtio-mmio.h', 'common/virtio.h', 'virtio-checks.c'],
+  'virtio-qemu': ['common/virtio-mmio.h', 'common/virtio.h', 'virtio-checks.c', 'virtio.c'],
 };
 
 export type GuestErrorKind = 'unknown-guest' | 'missing-tool' | 'build-failed';
