@@ -68,6 +68,10 @@ static u64 rng_request_by_interrupt(const struct virtio_dev *d) {
 
 static void rng_interrupt(const struct virtio_dev *cd) {
 	struct virtio_dev *d = (struct virtio_dev *)cd;
+	/* Both 8259s masked: firmware (SeaBIOS on QEMU pc/q35) leaves them on with the PIT ticking
+	 * into vectors 8-15, which would land in the exception handlers once interrupts are on. */
+	outb(0x21, 0xff);
+	outb(0xa1, 0xff);
 	lapic_write(APIC_SPIV, APIC_SPIV_APIC_ENABLED | SPURIOUS_VECTOR);
 	lapic_write(APIC_TASKPRI, 0);
 	lapic_write(APIC_TDCR, APIC_TDR_DIV_1);
