@@ -8,10 +8,11 @@ import { KvmHypervisor } from './hypervisor/kvm/backend.js';
 import { KvmError } from './hypervisor/kvm/backend.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
-import { parseDiskSpec, prepareVirtio } from './vmm/virtio-options.js';
+import { parseDiskSpec, parseVirtioTransport, prepareVirtio } from './vmm/virtio-options.js';
 
 const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
-                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--irqchip kernel|userspace]
+                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--virtio-transport mmio|pci]
+                 [--irqchip kernel|userspace]
   with no --kernel, boots the bundled default guest (a platform report)`;
 
 const EXIT_USAGE = 2;
@@ -24,6 +25,7 @@ async function run(argv: string[]): Promise<number> {
       cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
       'log-unclaimed': { type: 'boolean' }, irqchip: { type: 'string' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       disk: { type: 'string', multiple: true }, rng: { type: 'boolean' }, 'console-socket': { type: 'string' },
+      'virtio-transport': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -61,7 +63,9 @@ async function run(argv: string[]): Promise<number> {
   // Every input is checked (and every disk opened) before /dev/kvm, so a mistake is reported the
   // same way on a machine without KVM, and no RAM is mapped for a guest that cannot boot.
   checkGuest({ kernel, kernelName, initrd, cmdline, cpus, memoryBytes });
+  const transport = parseVirtioTransport(values['virtio-transport']);
   const virtio = prepareVirtio({
+    transport,
     disks: (values.disk ?? []).map(parseDiskSpec),
     rng: values.rng ?? false,
     consoleSocket: values['console-socket'] ?? null,
@@ -137,6 +141,9 @@ function formatStats(machine: Machine): string {
   lines.push(`syscalls/exit: ${exits ? (syscalls / exits).toFixed(2) : '0'}`);
   for (const s of machine.virtioSlots) {
     lines.push(`virtio slot ${s.index} (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
+  }
+  for (const s of machine.virtioPci?.slots ?? []) {
+    lines.push(`virtio-pci 00:${s.slot.toString(16).padStart(2, '0')}.0 (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
   }
   return lines.join('\n') + '\n';
 }

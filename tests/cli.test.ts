@@ -209,3 +209,19 @@ test('bad input: virtio mistakes are found with no usable /dev/kvm (checked firs
   const r = tsvmm(['run', '--disk', path.join(tmp, 'nope.img')], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } });
   assertUsageError(r, /--disk .*nope\.img/);
 });
+
+test('bad input: --virtio-transport neither mmio nor pci, found before /dev/kvm', () => {
+  const r = tsvmm(['run', '--rng', '--virtio-transport', 'isa'], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } });
+  assertUsageError(r, /--virtio-transport "isa": give mmio .* or pci/);
+  // A good one gets as far as opening KVM.
+  assertUsageError(tsvmm(['run', '--rng', '--virtio-transport', 'pci'], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } }), /open\(.*no-kvm\)/);
+});
+
+test('bad input: more virtio-pci devices than slots', () => {
+  const disks = Array.from({ length: 8 }, (_, i) => {
+    const img = path.join(tmp, `many-pci-${i}.img`);
+    fs.writeFileSync(img, Buffer.alloc(4096));
+    return ['--disk', img];
+  }).flat();
+  assertUsageError(tsvmm(['run', ...disks, '--rng', '--virtio-transport', 'pci']), /9 virtio devices .*8 virtio-pci slots/);
+});

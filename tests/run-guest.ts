@@ -1,7 +1,7 @@
 // Runs a guest image in-process on real KVM and collects what it did, for integration tests.
 import * as fs from 'node:fs';
 import { KvmHypervisor } from '../src/hypervisor/kvm/backend.js';
-import type { VcpuStats } from '../src/hypervisor/types.js';
+import type { IrqchipMode, VcpuStats } from '../src/hypervisor/types.js';
 import { Machine, type MachineResult } from '../src/vmm/machine.js';
 import type { VirtioSlotConfig } from '../src/vmm/virtio-devices.js';
 
@@ -12,6 +12,8 @@ export interface GuestRun extends MachineResult {
   migrationBlockers: string[];
   /** per virtio slot: QueueNotify writes taken by ioeventfds and those that exited, interrupts sent */
   virtio: Array<{ label: string; notifyEvents: bigint; notifyExits: number; interrupts: number }>;
+  /** the same per virtio-pci device, in PCI slot order, with its slot and INTA# pin */
+  virtioPci: Array<{ label: string; slot: number; gsi: number; notifyEvents: bigint; notifyExits: number; interrupts: number }>;
 }
 
 export interface RunOptions {
@@ -28,8 +30,7 @@ export interface RunOptions {
   invtsc?: 'on' | 'off' | 'auto';
   /** virtio devices, in slot order (the machine closes them) */
   virtio?: readonly VirtioSlotConfig[];
-  /** interrupt controllers: KVM's in-kernel ones (default) or the VMM's userspace ones */
-  irqchip?: 'kernel' | 'userspace';
+  irqchip?: IrqchipMode;
 }
 
 export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
@@ -44,8 +45,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
     regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc, kickPeerPort: opts.kickPeerPort,
-    virtio: opts.virtio,
-    irqchip: opts.irqchip,
+    virtio: opts.virtio, irqchip: opts.irqchip,
   });
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -56,7 +56,8 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     if (opts.during) await Promise.race([opts.during(m), timeout]);
     const r = await Promise.race([m.wait(), timeout]);
     const virtio = m.virtioSlots.map((v) => ({ label: v.config.label, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
-    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed, stats: m.vcpus.map((v) => v.stats()), migrationBlockers: [...m.migrationBlockers], virtio };
+    const virtioPci = (m.virtioPci?.slots ?? []).map((v) => ({ label: v.config.label, slot: v.slot, gsi: v.gsi, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
+    return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed, stats: m.vcpus.map((v) => v.stats()), migrationBlockers: [...m.migrationBlockers], virtio, virtioPci };
   } finally {
     clearTimeout(timer);
     await m.shutdown();

@@ -76,3 +76,16 @@ test('hvm_start_info without an initrd has no modules and stops after the memmap
   assert.equal(bytes.length, 0x40 + memmap.length * 24);
   assert.throws(() => buildPvhStartInfo({ cmdlineGpa: 0, rsdpGpa: 0, memmap: new Array(PVH_MEMMAP_MAX_ENTRIES + 1).fill(ram(0, 4096)) }), /1 to 157/);
 });
+
+test('reserved device ranges (the PCI ECAM) are merged in address order; one that overlaps RAM is refused', () => {
+  const map = buildE820Map(512 * MiB, [{ gpa: 0xe000_0000, sizeBytes: MiB }]);
+  assert.deepEqual(map, [
+    ram(0, 0x9fc00),
+    reserved(0x9fc00, 0x100000 - 0x9fc00),
+    ram(0x100000, 512 * MiB - 0x100000),
+    reserved(0xe000_0000, MiB),
+    reserved(0xfffbc000, 0x4000),
+  ]);
+  assert.deepEqual(buildE820Map(4 * GiB, [{ gpa: 0xe000_0000, sizeBytes: MiB }]).map((e) => e.gpa), [0, 0x9fc00, 0x100000, 0xe000_0000, 0xfffbc000, 0x1_0000_0000]);
+  assert.throws(() => buildE820Map(512 * MiB, [{ gpa: 256 * MiB, sizeBytes: MiB }]), (e: unknown) => e instanceof BootError && /overlaps the e820 entry at 0x100000/.test((e as Error).message));
+});

@@ -46,8 +46,10 @@ const KVM_PRIVATE_END_GPA = KVM_TSS_GPA + 3 * PAGE_BYTES;
  * - The pages KVM uses for its real-mode TSS and identity map (inside the MMIO hole) reserved, so
  *   nothing in the guest is ever placed there.
  * - Above 4 GiB, the RAM that did not fit below the hole.
+ * - `reserved`: device ranges the guest must not use as RAM or hand out (the PCI ECAM window),
+ *   merged in address order; none leaves the map as it always was.
  */
-export function buildE820Map(ramBytes: number): E820Entry[] {
+export function buildE820Map(ramBytes: number, reserved: readonly { gpa: number; sizeBytes: number }[] = []): E820Entry[] {
   if (!Number.isSafeInteger(ramBytes) || ramBytes % PAGE_BYTES !== 0 || ramBytes <= HIGH_MEMORY_GPA) {
     throw new BootError('bad-config', `guest RAM of ${ramBytes} bytes: it must be a whole number of 4 KiB pages above 1 MiB; raise --memory`);
   }
@@ -61,7 +63,13 @@ export function buildE820Map(ramBytes: number): E820Entry[] {
   if (ramBytes > MMIO_HOLE_START_GPA) {
     map.push({ gpa: HIGH_RAM_START_GPA, sizeBytes: ramBytes - MMIO_HOLE_START_GPA, type: E820_TYPE_RAM });
   }
-  return map;
+  if (reserved.length === 0) return map;
+  for (const r of reserved) {
+    const clash = map.find((e) => r.gpa < e.gpa + e.sizeBytes && e.gpa < r.gpa + r.sizeBytes);
+    if (clash) throw new BootError('bad-config', `reserved range ${hex(r.gpa)}+${hex(r.sizeBytes)} overlaps the e820 entry at ${hex(clash.gpa)}; move the device`);
+    map.push({ gpa: r.gpa, sizeBytes: r.sizeBytes, type: E820_TYPE_RESERVED });
+  }
+  return map.sort((a, b) => a.gpa - b.gpa);
 }
 
 /** The highest RAM address below the MMIO hole (exclusive): where low RAM ends. */

@@ -47,6 +47,24 @@ export const VIRTIO_MMIO_BASE_GPA = 0xd000_0000;
 export const VIRTIO_MMIO_STRIDE_BYTES = 0x1000;
 export const VIRTIO_MMIO_SLOTS = 8;
 export const VIRTIO_MMIO_FIRST_IRQ = 16;
+/**
+ * PCI (only when a device uses the virtio-pci transport; without one none of this exists):
+ * - ECAM for bus 0 (1 MiB; the MCFG table points at it, e820 and the DSDT's PNP0C02 reserve it).
+ *   Where QEMU's microvm and q35 put theirs, clear of the virtio-mmio slots and the IOAPIC.
+ * - The 32-bit BAR window: the bottom of the MMIO hole, from where low RAM ends (RAM never goes
+ *   above MMIO_HOLE_START_GPA) up to the virtio-mmio slots; the DSDT's _CRS declares it.
+ * - INTA# of PCI slot s is IOAPIC pin PCI_INTX_GSI_TOP + 1 - s (slot 1: GSI 23, slot 2: 22, ...):
+ *   the IOAPIC-only pins that virtio-mmio fills from 16 upwards, taken from the other end, so the
+ *   two never meet while the machine has at most VIRTIO_MMIO_SLOTS virtio devices in all.
+ * - Configuration mechanism #1 at ports PCI_CONFIG_PORT..+7 (0xCF8-0xCFF).
+ */
+export const PCI_ECAM_GPA = 0xe000_0000;
+export const PCI_ECAM_SIZE_BYTES = 0x10_0000;
+export const PCI_MMIO32_BASE_GPA = MMIO_HOLE_START_GPA;
+export const PCI_MMIO32_SIZE_BYTES = VIRTIO_MMIO_BASE_GPA - MMIO_HOLE_START_GPA;
+export const PCI_INTX_GSI_TOP = 23;
+export const PCI_CONFIG_PORT = 0xcf8;
+export const PCI_CONFIG_PORT_COUNT = 8;
 /** Platform MMIO (KVM's in-kernel chips answer here). */
 export const IOAPIC_GPA = 0xfec0_0000;
 export const LAPIC_GPA = 0xfee0_0000;

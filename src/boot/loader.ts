@@ -3,7 +3,7 @@
 // 64-bit boot protocol). Specs: Documentation/arch/x86/boot.rst; Xen docs/misc/pvh.pandoc.
 import type { Regs, Sregs } from '../hypervisor/types.js';
 import { RamLayout, type BootMemory } from '../memory/guest-memory.js';
-import { buildAcpiTables, type VirtioMmioAcpiDevice } from './acpi.js';
+import { buildAcpiTables, type PciHostBridgeAcpi, type VirtioMmioAcpiDevice } from './acpi.js';
 import { BootError } from './boot-error.js';
 import { buildBootParams, chooseInitrdGpa, checkKernelFits, encodeCmdline } from './bootparams.js';
 import { parseBzImage } from './bzimage.js';
@@ -21,6 +21,8 @@ export interface GuestImage {
   memoryBytes: number;
   /** virtio-mmio devices for the DSDT (LNRO0005 entries); none leaves the tables as without virtio. */
   virtioMmio?: readonly VirtioMmioAcpiDevice[];
+  /** A PCI host bridge (MCFG, PNP0A08, its ECAM reserved in e820); absent, tables and map are as without PCI. */
+  pci?: PciHostBridgeAcpi;
 }
 
 export interface LoadedGuest {
@@ -51,8 +53,9 @@ export function checkGuest(image: GuestImage): void {
 }
 
 export function loadGuest(mem: BootMemory, image: GuestImage): LoadedGuest {
-  const e820 = buildE820Map(image.memoryBytes);
-  const acpi = buildAcpiTables({ cpus: image.cpus, virtioMmio: image.virtioMmio ?? [] });
+  const pci = image.pci;
+  const e820 = buildE820Map(image.memoryBytes, pci ? [{ gpa: pci.ecamGpa, sizeBytes: (pci.busCount ?? 1) * layout.PCI_ECAM_SIZE_BYTES }] : []);
+  const acpi = buildAcpiTables({ cpus: image.cpus, virtioMmio: image.virtioMmio ?? [], ...(pci ? { pci } : {}) });
   writeBootGdt(mem);
   mem.write(acpi.baseGpa, acpi.bytes);
   if (isElf(image.kernel)) return loadPvhElf(mem, image, e820, acpi.rsdpGpa);

@@ -146,6 +146,11 @@ export interface HvVm {
   /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
   createInterruptControllers(): void;
   irqLine(gsi: number, level: 0 | 1): void;
+  /**
+   * Sends one MSI (a device's write of `data` to address hi:lo) to the in-kernel LAPICs; needs
+   * createInterruptControllers. The VMM's own irqchip takes MSIs itself (UserspaceIrqchip.signalMsi).
+   */
+  signalMsi(addressLo: number, addressHi: number, data: number): void;
   createVcpu(index: number): HvVcpu;
   /**
    * Guest writes to [addr, addr+len) (equal to `datamatch`, when given) are counted inside the

@@ -11,7 +11,7 @@ test('struct sizes match the kernel headers', () => {
     [abi.kvm_fpu, 416], [abi.kvm_lapic_state, 1024], [abi.kvm_irq_level, 8], [abi.kvm_ioeventfd, 64],
     [abi.kvm_irqfd, 32], [abi.kvm_enable_cap, 104], [abi.kvm_guest_debug, 72], [abi.kvm_pit_config, 64],
     [abi.kvm_clock_data, 48], [abi.kvm_dirty_log, 16], [abi.kvm_run, 2352], [abi.kvm_msr_entry, 16],
-    [abi.kvm_irq_routing_entry, 48], [abi.kvm_msr_filter, 392], [abi.kvm_msr_filter_range, 24], [abi.kvm_run_msr, 24],
+    [abi.kvm_irq_routing_entry, 48], [abi.kvm_msr_filter, 392], [abi.kvm_msr_filter_range, 24], [abi.kvm_run_msr, 24], [abi.kvm_msi, 32],
   ];
   for (const [layout, size] of expected) assert.equal(layout.sizeBytes, size, layout.name);
 });
@@ -22,6 +22,10 @@ test('kvm_run.msr and kvm_msr_filter_range as gcc lays them out from <linux/kvm.
   assert.deepEqual([abi.kvm_msr_filter_range.at.nmsrs, abi.kvm_msr_filter_range.at.base, abi.kvm_msr_filter_range.at.bitmap], [4, 8, 16]);
   assert.equal(abi.kvm_msr_filter.at.ranges, 8);
   assert.equal(abi.KVM_MSR_EXIT_REASON_FILTER, 4);
+});
+
+test('kvm_msi field offsets (gcc offsetof on <linux/kvm.h>: 0 4 8 12 16, size 32)', () => {
+  assert.deepEqual([abi.kvm_msi.at.address_lo, abi.kvm_msi.at.address_hi, abi.kvm_msi.at.data, abi.kvm_msi.at.flags, abi.kvm_msi.at.devid], [0, 4, 8, 12, 16]);
 });
 
 test('kvm_run places the exit union at 32 and sync regs at 304', () => {
@@ -48,6 +52,7 @@ test('ioctl numbers equal the values the C headers produce', () => {
     [io.KVM_GET_DIRTY_LOG, 0x4010ae42], [io.KVM_GET_MSRS, 0xc008ae88], [io.KVM_SET_MSRS, 0x4008ae89],
     [io.KVM_GET_FPU, 0x81a0ae8c], [io.KVM_INTERRUPT, 0x4004ae86], [io.KVM_NMI, 0xae9a],
     [io.KVM_X86_SET_MSR_FILTER, 0x4188aec6], [io.KVM_GET_TSC_KHZ, 0xaea3], [io.KVM_GET_MP_STATE, 0x8004ae98], [io.KVM_SET_GSI_ROUTING, 0x4008ae6a],
+    [io.KVM_SIGNAL_MSI, 0x4020aea5],
   ];
   for (const [req, number] of expected) assert.equal(req.number.toString(16), number.toString(16), req.name);
 });

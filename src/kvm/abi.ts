@@ -180,6 +180,11 @@ export const kvm_irqfd = layout('kvm_irqfd', 32, {
 /** kvm_irqfd.flags */
 export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
 
+// struct kvm_msi (KVM_SIGNAL_MSI: one message, as a device's memory write of `data` to address_hi:lo)
+export const kvm_msi = layout('kvm_msi', 32, {
+  address_lo: [0, 'u32'], address_hi: [4, 'u32'], data: [8, 'u32'], flags: [12, 'u32'], devid: [16, 'u32'], pad: [20, 'u8', 12],
+});
+
 // struct kvm_enable_cap
 export const kvm_enable_cap = layout('kvm_enable_cap', 104, {
   cap: [0, 'u32'], flags: [4, 'u32'], args: [8, 'u64', 4], pad: [40, 'u8', 64],

@@ -49,6 +49,7 @@ export const KVM_IOEVENTFD = ioctl('KVM_IOEVENTFD', _IOW(0x79, abi.kvm_ioeventfd
 export const KVM_SET_CLOCK = ioctl('KVM_SET_CLOCK', _IOW(0x7b, abi.kvm_clock_data.sizeBytes), 'vm', 'KVM_CAP_ADJUST_CLOCK');
 export const KVM_GET_CLOCK = ioctl('KVM_GET_CLOCK', _IOR(0x7c, abi.kvm_clock_data.sizeBytes), 'vm', 'KVM_CAP_ADJUST_CLOCK');
 export const KVM_X86_SET_MSR_FILTER = ioctl('KVM_X86_SET_MSR_FILTER', _IOW(0xc6, abi.kvm_msr_filter.sizeBytes), 'vm', 'KVM_CAP_X86_MSR_FILTER');
+export const KVM_SIGNAL_MSI = ioctl('KVM_SIGNAL_MSI', _IOW(0xa5, abi.kvm_msi.sizeBytes), 'vm', 'KVM_CAP_SIGNAL_MSI');
 export const KVM_ENABLE_CAP_VM = ioctl('KVM_ENABLE_CAP', _IOW(0xa3, abi.kvm_enable_cap.sizeBytes), 'vm');
 
 export const KVM_RUN = ioctl('KVM_RUN', _IO(0x80), 'vcpu');

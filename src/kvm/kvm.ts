@@ -85,6 +85,7 @@ export class KvmSystem {
 
 export class KvmVm {
   private readonly irqLevel = Buffer.alloc(abi.kvm_irq_level.sizeBytes);
+  private readonly msi = Buffer.alloc(abi.kvm_msi.sizeBytes);
   constructor(readonly system: KvmSystem, readonly fd: number) {}
 
   private call(req: io.Ioctl, arg: Buffer | number, doing: string, hint = ''): number {
@@ -224,6 +225,18 @@ export class KvmVm {
     this.irqLevel.writeUInt32LE(gsi, abi.kvm_irq_level.at.irq);
     this.irqLevel.writeUInt32LE(level, abi.kvm_irq_level.at.level);
     this.call(io.KVM_IRQ_LINE, this.irqLevel, `setting GSI ${gsi} to level ${level}`);
+  }
+
+  /**
+   * KVM_SIGNAL_MSI: injects one MSI through the in-kernel LAPICs. Returns false when the guest
+   * blocked it (KVM returns 0: e.g. no LAPIC is addressed), true when it was delivered.
+   */
+  signalMsi(addressLo: number, addressHi: number, data: number): boolean {
+    const f = abi.kvm_msi.at;
+    this.msi.writeUInt32LE(addressLo >>> 0, f.address_lo);
+    this.msi.writeUInt32LE(addressHi >>> 0, f.address_hi);
+    this.msi.writeUInt32LE(data >>> 0, f.data);
+    return this.call(io.KVM_SIGNAL_MSI, this.msi, `signalling MSI address 0x${addressHi.toString(16)}:${addressLo.toString(16)} data 0x${data.toString(16)}`) > 0;
   }
 
   enableCap(cap: number, args: number[], doing: string): void {

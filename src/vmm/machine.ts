@@ -12,6 +12,7 @@ import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, IrqchipMode, VcpuLocalDevi
 import { GuestMemory } from '../memory/guest-memory.js';
 import { ConsoleSink } from './console.js';
 import { attachVirtioDevices, virtioAcpiDevices, type VirtioSlot, type VirtioSlotConfig } from './virtio-devices.js';
+import { attachVirtioPci, type VirtioPciHost } from './virtio-pci-devices.js';
 import { DeferredWorkQueue } from './deferred-work.js';
 import { MemoryMap } from './memory-map.js';
 import { TRAPPED_MSRS, UserspaceIrqchip } from './userspace-irqchip.js';
@@ -90,6 +91,8 @@ export class Machine implements ExitHandlers {
   private fallbackTimer: NodeJS.Timeout | null = null;
   /** the virtio devices in their slots (empty without config.virtio) */
   virtioSlots: readonly VirtioSlot[] = [];
+  /** the PCI host bridge and its virtio-pci devices (null: no device asked for PCI, and the machine has no PCI) */
+  virtioPci: VirtioPciHost | null = null;
   private readonly console: ConsoleSink;
   private result: MachineResult | null = null;
   private finished!: (r: MachineResult) => void;
@@ -140,15 +143,21 @@ export class Machine implements ExitHandlers {
       this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
       const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
       this.pioBus.insert(layout.I8042_DATA_PORT, 5, 'i8042', i8042);
-      const virtio = config.virtio ?? [];
+      const virtio = (config.virtio ?? []).filter((c) => (c.transport ?? 'mmio') === 'mmio');
       const chip = this.irqchip;
       const pulse = chip ? (gsi: number) => ({ trigger: () => { chip.setIrq(gsi, 1); chip.setIrq(gsi, 0); }, remove: () => {} }) : undefined;
       if (virtio.length > 0) this.virtioSlots = attachVirtioDevices(virtio, this.vm, this.memory, this.mmioBus, pulse);
+      // virtio-pci: MSI-X to KVM_SIGNAL_MSI, or to the userspace APIC bus; INTA# through irqLine.
+      this.virtioPci = attachVirtioPci(config.virtio ?? [], {
+        vm: this.vm, memory: this.memory, pioBus: this.pioBus, mmioBus: this.mmioBus,
+        signalMsi: chip ? (lo, hi, data) => chip.signalMsi(lo, hi, data) : (lo, hi, data) => this.vm.signalMsi(lo, hi, data),
+        irqLine: (gsi, level) => this.irqLine(gsi, level),
+      });
 
       this.guest = loadGuest(this.memory, {
         kernel: config.kernel, kernelName: config.kernelName, initrd: config.initrd ?? null,
         cmdline: config.cmdline, cpus: config.cpus, memoryBytes: config.memoryBytes,
-        virtioMmio: virtioAcpiDevices(virtio.length),
+        virtioMmio: virtioAcpiDevices(virtio.length), ...(this.virtioPci ? { pci: this.virtioPci.acpi } : {}),
       });
 
       const invtsc = (config.invtsc ?? 'auto') === 'auto' ? hostInvariantTsc() : config.invtsc === 'on';
@@ -305,6 +314,9 @@ export class Machine implements ExitHandlers {
       try { slot.detach(); } catch (e) {
         process.stderr.write(`tsvmm: detaching virtio slot ${slot.index} (${slot.config.label}): ${(e as Error).message}\n`);
       }
+    }
+    try { this.virtioPci?.detach(); } catch (e) {
+      process.stderr.write(`tsvmm: detaching the virtio-pci devices: ${(e as Error).message}\n`);
     }
     for (const c of this.config.virtio ?? []) {
       try { c.close?.(); } catch (e) {

@@ -148,3 +148,24 @@ test('the PIT\'s next edge is the BSP\'s deadline; at it, IRQ0 reaches the BSP t
   assert.ok(vcpus[0]!.deadline! > first, 'the next tick is armed');
   out(0x20, 0x20);
 });
+
+test('signalMsi: an MSI addressed to APIC ID 1 (SDM 10.11 encoding) makes its vector injectable on vCPU 1 only', () => {
+  const { chip, vcpus, lapicWrite } = rig(2);
+  for (const cpu of [0, 1]) lapicWrite(cpu, APIC_SPIV, APIC_SPIV_APIC_ENABLED | 0xff);
+  // Address: 0xFEE, destination ID 1 in bits 19:12, physical mode; data: fixed delivery, edge, vector 0x45.
+  chip.signalMsi(0xfee0_1000, 0, 0x0045);
+  assert.equal(vcpus[0]!.pending, false);
+  assert.equal(vcpus[1]!.pending, true);
+  assert.equal(chip.interruptAck(1), 0x45);
+  lapicWrite(1, APIC_EOI, 0);
+  // Logical mode (bit 2), flat model: destination set 0b01 is the LAPIC whose LDR has bit 0... none set yet: nobody hears it.
+  chip.signalMsi(0xfee0_1004, 0, 0x0046);
+  assert.equal(vcpus[0]!.pending || vcpus[1]!.pending, false);
+  // Outside the interrupt address range, or above 4 GiB: dropped.
+  chip.signalMsi(0xfed0_0000, 0, 0x0047);
+  chip.signalMsi(0xfee0_0000, 1, 0x0047);
+  assert.equal(vcpus[0]!.pending || vcpus[1]!.pending, false);
+  // Physical broadcast (0xff) reaches both.
+  chip.signalMsi(0xfee0_0000 | (0xff << 12), 0, 0x0048);
+  assert.equal(vcpus[0]!.pending && vcpus[1]!.pending, true);
+});

@@ -31,6 +31,8 @@ const LAPIC_PAGE_BYTES = 0x1000;
 /** KVM's IOAPIC decodes 0x100 bytes; the MADT gives the guest its base. */
 const IOAPIC_WINDOW_BYTES = 0x100;
 const ISA_IRQS = 16;
+/** MSI addresses are 0xFEEx_xxxx (SDM 10.11.1): bits 31:20. */
+const MSI_ADDRESS_PREFIX = 0xfee;
 
 export interface UserspaceIrqchipOptions {
   cpus: number;
@@ -140,6 +142,24 @@ export class UserspaceIrqchip {
   setIrq(gsi: number, level: 0 | 1): void {
     if (gsi < ISA_IRQS) this.pic.setIrq(gsi, level);
     this.ioapic.setIrq(gsi === 0 ? ISA_IRQ0_GSI : gsi, level);
+  }
+
+  /**
+   * An MSI (a device's write of `data` to address hi:lo in the 0xFEExxxxx range) onto the APIC
+   * bus, decoded as Intel SDM vol. 3A 10.11.1-2 lays it out: address bits 19:12 destination ID,
+   * bit 2 destination mode (1 logical); data bits 7:0 vector, 10:8 delivery mode, 15 trigger.
+   * Redirection hint (address bit 3) and level (data bit 14) are not modelled; a message outside
+   * the interrupt address range is dropped, as is one with an address above 4 GiB.
+   */
+  signalMsi(addressLo: number, addressHi: number, data: number): void {
+    if (addressHi !== 0 || (addressLo >>> 20) !== MSI_ADDRESS_PREFIX) return;
+    this.apicBus.deliver({
+      dest: (addressLo >>> 12) & 0xff,
+      destMode: (addressLo >>> 2) & 1,
+      deliveryMode: (data >>> 8) & 0x7,
+      vector: data & 0xff,
+      trigger: (data >>> 15) & 1,
+    });
   }
 
   /** MMIO of `vcpu`: its own local APIC answers the LAPIC page. False when `gpa` is not the APIC's. */

@@ -6,7 +6,8 @@
 // QueueNotify writes do not: each (slot, queue) has an ioeventfd on the QueueNotify register with
 // datamatch = the queue index, so the write is taken in the kernel with no userspace exit and the
 // device is notified on the event loop. Interrupts leave through an irqfd on the slot's GSI.
-// What this does not do: hot-plug, virtio-pci, MSI, more than VIRTIO_MMIO_SLOTS devices.
+// What this does not do: hot-plug, MSI, more than VIRTIO_MMIO_SLOTS devices; virtio-pci is
+// virtio-pci-devices.ts (VirtioSlotConfig.transport 'pci').
 import type { VirtioMmioAcpiDevice } from '../boot/acpi.js';
 import * as layout from '../boot/layout.js';
 import type { Bus, BusDevice } from '../bus/bus.js';
@@ -23,6 +24,8 @@ export interface VirtioSlotConfig {
   readonly label: string;
   /** Stops the device's host side (closes a disk image, a listening socket). The machine calls it once, at shutdown, after detaching the slot. */
   readonly close?: () => void;
+  /** virtio-mmio (the default: a fixed slot) or virtio-pci (virtio-pci-devices.ts). */
+  readonly transport?: 'mmio' | 'pci';
 }
 
 /** Where slot `index` lives: its register window and its GSI (IOAPIC pin). */

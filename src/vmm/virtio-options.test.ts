@@ -8,7 +8,7 @@ import { VirtioBlock } from '../virtio/block.js';
 import { VirtioConsole } from '../virtio/console.js';
 import { VirtioRng } from '../virtio/rng.js';
 import { CliError } from './options.js';
-import { openDisk, parseDiskSpec, prepareVirtio } from './virtio-options.js';
+import { openDisk, parseDiskSpec, parseVirtioTransport, prepareVirtio } from './virtio-options.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-vopt-'));
 const img = (name: string, bytes = 4096) => {
@@ -58,4 +58,17 @@ test('prepareVirtio: a bad disk after a good one closes the good one and reports
     /--disk .*missing\.img: cannot use it \(no such file\)/,
   );
   assert.throws(() => prepareVirtio({ disks: [], rng: false, consoleSocket: path.join(tmp, 'no', 'dir.sock') }), /does not exist/);
+});
+
+test('--virtio-transport: mmio (default) or pci, for every device; anything else is one CliError line', () => {
+  assert.equal(parseVirtioTransport(undefined), 'mmio');
+  assert.equal(parseVirtioTransport('mmio'), 'mmio');
+  assert.equal(parseVirtioTransport('pci'), 'pci');
+  assert.throws(() => parseVirtioTransport('PCI'), (e: Error) => e instanceof CliError && /^--virtio-transport "PCI": give mmio .* or pci/.test(e.message));
+  const disk = img('transport.img');
+  const pci = prepareVirtio({ disks: [parseDiskSpec(disk)], rng: true, consoleSocket: null, transport: 'pci' });
+  assert.deepEqual(pci.configs.map((c) => c.transport), ['pci', 'pci']);
+  for (const c of pci.configs) c.close?.();
+  const mmio = prepareVirtio({ disks: [], rng: true, consoleSocket: null });
+  assert.deepEqual(mmio.configs.map((c) => c.transport), [undefined], 'mmio configs are as before');
 });

@@ -97,11 +97,25 @@ export function openDisk(spec: DiskSpec, index: number, others: ReadonlyArray<{ 
   };
 }
 
+export type VirtioTransport = 'mmio' | 'pci';
+
+/**
+ * `--virtio-transport mmio|pci`: every virtio device on the one transport, as QEMU users pick
+ * virtio-blk-device or virtio-blk-pci. Default mmio (what Firecracker users know).
+ */
+export function parseVirtioTransport(text: string | undefined): VirtioTransport {
+  if (text === undefined || text === 'mmio') return 'mmio';
+  if (text === 'pci') return 'pci';
+  throw new CliError(`--virtio-transport ${JSON.stringify(text)}: give mmio (fixed virtio-mmio slots, the default) or pci (virtio-pci devices behind a PCI host bridge)`);
+}
+
 /** What the virtio options asked for, checked; `open()` makes the devices. */
 export interface VirtioRequest {
   readonly disks: readonly DiskSpec[];
   readonly rng: boolean;
   readonly consoleSocket: string | null;
+  /** Default mmio. */
+  readonly transport?: VirtioTransport;
 }
 
 /**
@@ -110,8 +124,9 @@ export interface VirtioRequest {
  */
 export function prepareVirtio(request: VirtioRequest): { configs: VirtioSlotConfig[]; listen(): Promise<void> } {
   const count = request.disks.length + (request.rng ? 1 : 0) + (request.consoleSocket !== null ? 1 : 0);
+  const transport = request.transport ?? 'mmio';
   if (count > VIRTIO_MMIO_SLOTS) {
-    throw new CliError(`${count} virtio devices asked for (--disk, --rng, --console-socket): the machine has ${VIRTIO_MMIO_SLOTS} virtio-mmio slots; attach fewer disks`);
+    throw new CliError(`${count} virtio devices asked for (--disk, --rng, --console-socket): the machine has ${VIRTIO_MMIO_SLOTS} ${transport === 'pci' ? 'virtio-pci slots' : 'virtio-mmio slots'}; attach fewer disks`);
   }
   if (request.consoleSocket !== null) checkConsoleSocketPath('--console-socket', request.consoleSocket);
   const configs: VirtioSlotConfig[] = [];
@@ -138,5 +153,5 @@ export function prepareVirtio(request: VirtioRequest): { configs: VirtioSlotConf
       server.onInput = (bytes) => device.enqueueInput(bytes);
     };
   }
-  return { configs, listen };
+  return { configs: transport === 'pci' ? configs.map((c) => ({ ...c, transport })) : configs, listen };
 }

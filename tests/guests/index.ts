@@ -27,6 +27,8 @@ export const GUEST_NAMES = [
   'virtio-qemu',
   'irqchip',
   'idle',
+  'virtio-pci',
+  'virtio-pci-qemu',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];
@@ -38,13 +40,17 @@ export const COMMON_INPUTS = ['common/guest.h', 'common/guest.ld', 'common/long-
 /** Sources beyond NAME.c, relative to tests/guests/. */
 const EXTRA_SOURCES: Partial<Record<GuestName, readonly string[]>> = {
   smp: ['smp-trampoline.S'],
-  virtio: ['common/virtio-mmio.c'],
-  'virtio-qemu': ['common/virtio-mmio.c'],
+  virtio: ['common/virtio-mmio.c', 'common/virtq.c'],
+  'virtio-qemu': ['common/virtio-mmio.c', 'common/virtq.c'],
+  'virtio-pci': ['common/virtio-pci.c', 'common/virtq.c'],
+  'virtio-pci-qemu': ['common/virtq.c'],
 };
 /** Headers beyond COMMON_INPUTS that one guest's image depends on, relative to tests/guests/. */
 const EXTRA_INPUTS: Partial<Record<GuestName, readonly string[]>> = {
-  virtio: ['common/virtio-mmio.h'],
-  'virtio-qemu': ['common/virtio-mmio.h', 'virtio.c'],
+  virtio: ['common/virtio-mmio.h', 'common/virtio.h', 'virtio-checks.c'],
+  'virtio-qemu': ['common/virtio-mmio.h', 'common/virtio.h', 'virtio-checks.c', 'virtio.c'],
+  'virtio-pci': ['common/virtio-pci.h', 'common/virtio.h', 'virtio-checks.c'],
+  'virtio-pci-qemu': ['common/virtio-pci.h', 'common/virtio-pci.c', 'common/virtio.h', 'virtio-checks.c', 'virtio-pci.c'],
 };
 
 export type GuestErrorKind = 'unknown-guest' | 'missing-tool' | 'build-failed';

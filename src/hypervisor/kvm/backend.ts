@@ -74,6 +74,7 @@ class KvmVmHandle implements HvVm {
   /** shared with every vCPU thread: see beginMapChange */
   private readonly mapSeq = new SharedArrayBuffer(4);
   private readonly mapSeqView = new Int32Array(this.mapSeq);
+  private msiChecked = false;
   constructor(readonly system: KvmSystem, readonly vm: KvmVm) {
     // Intel VMX needs these three pages for real-mode emulation; placed outside RAM, below 4 GiB.
     if (system.checkExtension('KVM_CAP_SET_TSS_ADDR')) vm.setTssAddr(0xfffb_d000);
@@ -143,6 +144,14 @@ class KvmVmHandle implements HvVm {
     this.vm.enableCap(abi.KVM_CAP.KVM_CAP_X86_USER_SPACE_MSR, [abi.KVM_MSR_EXIT_REASON_FILTER], 'enabling MSR exits to userspace for filtered MSRs');
     this.vm.setMsrFilter(indices);
     return true;
+  }
+
+  signalMsi(addressLo: number, addressHi: number, data: number): void {
+    if (this.msiChecked !== true) {
+      this.system.require('KVM_CAP_SIGNAL_MSI', 'delivering an MSI-X message');
+      this.msiChecked = true;
+    }
+    this.vm.signalMsi(addressLo, addressHi, data);
   }
 
   createVcpu(index: number): HvVcpu {

@@ -6,8 +6,6 @@
  */
 #include "virtio-mmio.h"
 
-#define barrier() __asm__ volatile("" ::: "memory")
-
 bool virtio_probe(u64 base_gpa, u32 gsi, u32 slot, struct virtio_dev *d) {
 	d->slot = slot;
 	d->base = base_gpa;
@@ -93,42 +91,11 @@ bool virtio_init(struct virtio_dev *d, u64 wanted, struct vq *queues, u32 nq) {
 		return false;
 	for (u32 i = 0; i < nq; i++) {
 		struct vq *q = &queues[i];
-		memset(q, 0, sizeof(*q));
-		q->index = (u16)i;
-		q->avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+		vq_reset(q, (u16)i);
 		if (!virtio_setup_ring(d, (u16)i, VQ_SIZE, q->desc, &q->avail, &q->used))
 			return false;
 	}
 	return virtio_driver_ok(d);
-}
-
-void vq_submit(struct vq *q, const struct vq_buf *bufs, u32 n) {
-	for (u32 i = 0; i < n; i++) {
-		q->desc[i].addr = (u64)bufs[i].addr;
-		q->desc[i].len = bufs[i].len;
-		q->desc[i].flags = (u16)((bufs[i].device_writes ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0));
-		q->desc[i].next = (u16)(i + 1 < n ? i + 1 : 0);
-	}
-	volatile struct virtq_avail *avail = &q->avail;
-	avail->ring[avail->idx % VQ_SIZE] = 0; /* head: descriptor 0 */
-	barrier(); /* the entry before the index (2.7.13.2) */
-	avail->idx = (u16)(avail->idx + 1);
-	barrier(); /* the index before the notify */
-}
-
-bool vq_wait(struct vq *q, u32 *len, u64 timeout_us) {
-	volatile struct virtq_used *used = &q->used;
-	u64 end = rdtsc() + timeout_us * tsc_khz() / 1000;
-	while (used->idx == q->last_used) {
-		if (rdtsc() > end)
-			return false;
-		cpu_relax();
-	}
-	barrier(); /* the index before the entry */
-	if (len)
-		*len = used->ring[q->last_used % VQ_SIZE].len;
-	q->last_used = (u16)(q->last_used + 1);
-	return true;
 }
 
 bool vq_transfer(const struct virtio_dev *d, struct vq *q, const struct vq_buf *bufs, u32 n, u32 *len, u64 timeout_us) {
@@ -151,13 +118,4 @@ u32 virtio_config_read32(const struct virtio_dev *d, u32 offset) {
 u64 virtio_config_read64(const struct virtio_dev *d, u32 offset) {
 	/* Two 32-bit halves; a real driver would check ConfigGeneration around them (4.2.3.4). */
 	return (u64)virtio_config_read32(d, offset + 4) << 32 | virtio_config_read32(d, offset);
-}
-
-const char *virtio_device_name(u32 device_id) {
-	switch (device_id) {
-	case VIRTIO_ID_BLOCK: return "block";
-	case VIRTIO_ID_CONSOLE: return "console";
-	case VIRTIO_ID_RNG: return "rng";
-	default: return "other";
-	}
 }

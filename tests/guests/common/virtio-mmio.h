@@ -15,6 +15,7 @@
 #define TSVMM_VIRTIO_MMIO_H
 
 #include "guest.h"
+#include "virtio.h"
 
 /* ---- tsvmm's slots (must agree with src/boot/layout.ts; tests/virtio.test.ts checks) ---- */
 /* (A guest may define them first to drive another VMM's layout: virtio-qemu.c uses QEMU microvm's
@@ -58,62 +59,6 @@
 #define VIRTIO_MMIO_INT_VRING 1u
 #define VIRTIO_MMIO_INT_CONFIG 2u
 
-/* ---- 2.1 Device Status Field ---- */
-#define VIRTIO_CONFIG_S_ACKNOWLEDGE 1u
-#define VIRTIO_CONFIG_S_DRIVER 2u
-#define VIRTIO_CONFIG_S_DRIVER_OK 4u
-#define VIRTIO_CONFIG_S_FEATURES_OK 8u
-#define VIRTIO_CONFIG_S_NEEDS_RESET 0x40u
-#define VIRTIO_CONFIG_S_FAILED 0x80u
-
-/* ---- feature bits, device IDs ---- */
-#define VIRTIO_F_VERSION_1 32
-#define VIRTIO_ID_BLOCK 2
-#define VIRTIO_ID_CONSOLE 3
-#define VIRTIO_ID_RNG 4
-#define FEATURE(bit) (1ul << (bit))
-
-/* ---- 2.7 split virtqueue ---- */
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_USED_F_NO_NOTIFY 1
-/* One chain in flight per queue: this many descriptors are plenty (and QueueNumMax is larger). */
-#define VQ_SIZE 8
-
-struct virtq_desc {
-	u64 addr;
-	u32 len;
-	u16 flags;
-	u16 next;
-};
-struct virtq_avail {
-	u16 flags;
-	u16 idx;
-	u16 ring[VQ_SIZE];
-	u16 used_event;
-};
-struct virtq_used_elem {
-	u32 id;
-	u32 len;
-};
-struct virtq_used {
-	u16 flags;
-	u16 idx;
-	struct virtq_used_elem ring[VQ_SIZE];
-	u16 avail_event;
-};
-_Static_assert(sizeof(struct virtq_desc) == 16, "virtq_desc layout");
-
-/* A queue's rings, with the 2.7 alignments (descriptor table 16, avail 2, used 4). Guest RAM. */
-struct vq {
-	struct virtq_desc desc[VQ_SIZE] __attribute__((aligned(16)));
-	struct virtq_avail avail __attribute__((aligned(16)));
-	struct virtq_used used __attribute__((aligned(16)));
-	u16 index;     /* queue number on the device */
-	u16 last_used; /* used->idx already consumed */
-};
-
 struct virtio_dev {
 	u64 base;            /* register window */
 	u32 slot;
@@ -121,13 +66,6 @@ struct virtio_dev {
 	u32 gsi;
 	u64 device_features; /* offered */
 	u64 features;        /* accepted */
-};
-
-/* One buffer of a chain: `device_writes` for buffers the device fills. */
-struct vq_buf {
-	void *addr;
-	u32 len;
-	bool device_writes;
 };
 
 static inline u32 virtio_read(const struct virtio_dev *d, u32 reg) { return mmio_read32(d->base + reg); }
@@ -149,12 +87,8 @@ bool virtio_init(struct virtio_dev *d, u64 wanted, struct vq *queues, u32 nq);
 bool virtio_negotiate(struct virtio_dev *d, u64 wanted);
 bool virtio_setup_ring(const struct virtio_dev *d, u16 index, u16 size, void *desc, void *avail, void *used);
 bool virtio_driver_ok(const struct virtio_dev *d);
-/* Puts one chain (bufs[0..n-1], readable ones first) on the queue as descriptors 0..n-1. */
-void vq_submit(struct vq *q, const struct vq_buf *bufs, u32 n);
 /* QueueNotify: tsvmm takes this write with an ioeventfd (no exit to the VMM's userspace). */
 static inline void vq_kick(const struct virtio_dev *d, const struct vq *q) { virtio_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, q->index); }
-/* Polls the used ring until the chain comes back (true, *len = bytes written) or timeout_us passes. */
-bool vq_wait(struct vq *q, u32 *len, u64 timeout_us);
 /* Submit, kick, wait. */
 bool vq_transfer(const struct virtio_dev *d, struct vq *q, const struct vq_buf *bufs, u32 n, u32 *len, u64 timeout_us);
 /* Reads InterruptStatus and acknowledges those bits; returns them. */
@@ -162,6 +96,5 @@ u32 virtio_ack_interrupt(const struct virtio_dev *d);
 /* Device config space. */
 u32 virtio_config_read32(const struct virtio_dev *d, u32 offset);
 u64 virtio_config_read64(const struct virtio_dev *d, u32 offset);
-const char *virtio_device_name(u32 device_id);
 
 #endif
