@@ -5,16 +5,27 @@ import { parseArgs } from 'node:util';
 import { BootError } from './boot/boot-error.js';
 import { checkGuest } from './boot/loader.js';
 import { KvmHypervisor } from './hypervisor/kvm/backend.js';
-import { KvmError } from './hypervisor/kvm/backend.js';
+import { KvmError, TapDevice, TapError } from './hypervisor/kvm/backend.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
-import { parseDiskSpec, prepareVirtio } from './vmm/virtio-options.js';
+import { parseDiskSpec, parseNetSpec, prepareVirtio, type TapOpener } from './vmm/virtio-options.js';
 
 const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
-                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--irqchip kernel|userspace]
+                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--net tap=NAME[,mac=MAC]]...
+                 [--irqchip kernel|userspace]
   with no --kernel, boots the bundled default guest (a platform report)`;
 
 const EXIT_USAGE = 2;
+
+/** --net's TAP devices: a TapError is the user's to fix (one line), anything else is ours. */
+const openTap: TapOpener = (name) => {
+  try {
+    return TapDevice.open(name);
+  } catch (e) {
+    if (e instanceof TapError) throw new CliError(e.message, { cause: e });
+    throw e;
+  }
+};
 
 async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -24,6 +35,7 @@ async function run(argv: string[]): Promise<number> {
       cpus: { type: 'string' }, memory: { type: 'string' }, console: { type: 'string' },
       'log-unclaimed': { type: 'boolean' }, irqchip: { type: 'string' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       disk: { type: 'string', multiple: true }, rng: { type: 'boolean' }, 'console-socket': { type: 'string' },
+      net: { type: 'string', multiple: true },
     },
     strict: true,
     allowPositionals: false,
@@ -65,6 +77,8 @@ async function run(argv: string[]): Promise<number> {
     disks: (values.disk ?? []).map(parseDiskSpec),
     rng: values.rng ?? false,
     consoleSocket: values['console-socket'] ?? null,
+    nets: (values.net ?? []).map(parseNetSpec),
+    openTap,
   });
   let machine: Machine;
   let handedOver = false;
