@@ -146,6 +146,7 @@ u64 virtio_config_read64(const struct virtio_dev *d, u32 offset) {
 
 const char *virtio_device_name(u32 device_id) {
 	switch (device_id) {
+	case VIRTIO_ID_NET: return "net";
 	case VIRTIO_ID_BLOCK: return "block";
 	case VIRTIO_ID_CONSOLE: return "console";
 	case VIRTIO_ID_RNG: return "rng";
