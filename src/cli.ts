@@ -6,6 +6,7 @@ import { BootError } from './boot/boot-error.js';
 import { checkGuest } from './boot/loader.js';
 import { KvmHypervisor } from './hypervisor/kvm/backend.js';
 import { KvmError, TapDevice, TapError } from './hypervisor/kvm/backend.js';
+import { VirtioNet, formatNetStats } from './virtio/net.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
 import { parseDiskSpec, parseNetSpec, prepareVirtio, type TapOpener } from './vmm/virtio-options.js';
@@ -151,6 +152,7 @@ function formatStats(machine: Machine): string {
   lines.push(`syscalls/exit: ${exits ? (syscalls / exits).toFixed(2) : '0'}`);
   for (const s of machine.virtioSlots) {
     lines.push(`virtio slot ${s.index} (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
+    if (s.config.device instanceof VirtioNet) lines.push(`  ${formatNetStats(s.config.device.stats)}`);
   }
   return lines.join('\n') + '\n';
 }

@@ -4,7 +4,7 @@ import { MmioHarness } from './guest-driver.js';
 import { VIRTIO_MMIO_CONFIG_GENERATION, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING } from './mmio.js';
 import {
   ETH_HLEN, VIRTIO_NET_CONFIG, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_HDR_V1,
-  VIRTIO_NET_RECEIVEQ, VIRTIO_NET_S_LINK_UP, VIRTIO_NET_TRANSMITQ, VirtioNet, formatMac, parseMac, type NetBackend,
+  VIRTIO_NET_RECEIVEQ, VIRTIO_NET_S_LINK_UP, VIRTIO_NET_TRANSMITQ, VirtioNet, formatMac, formatNetStats, parseMac, type NetBackend,
 } from './net.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_NET, featureBit } from './virtio.js';
 
@@ -160,6 +160,7 @@ test('receive: with no buffers frames queue up to the bound, then drop and count
   backend.inject(frame(70, 9));
   assert.deepEqual(h.read(d).subarray(HDR, HDR + 70), frame(70, 9));
   assert.equal(dev.stats.rxFrames, 4);
+  assert.equal(formatNetStats(dev.stats), 'net: tx 0 frames 0 bytes (dropped: 0 host queue full, 0 malformed); rx 4 frames 262 bytes (dropped: 2 no guest buffer, 0 too big, 0 device not running)');
 });
 
 test('receive: a frame too big for the buffer is dropped and the buffer kept for the next one', () => {

@@ -357,6 +357,12 @@ export class VirtioNet implements VirtioDevice {
   }
 }
 
+/** One line of counters, for `tsvmm run --stats`. */
+export function formatNetStats(s: VirtioNetStats): string {
+  return `net: tx ${s.txFrames} frames ${s.txBytes} bytes (dropped: ${s.txDroppedByHost} host queue full, ${s.txDroppedMalformed} malformed); `
+    + `rx ${s.rxFrames} frames ${s.rxBytes} bytes (dropped: ${s.rxDroppedNoBuffer} no guest buffer, ${s.rxDroppedTooBig} too big, ${s.rxDroppedInactive} device not running)`;
+}
+
 export function formatMac(mac: Uint8Array): string {
   return [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
