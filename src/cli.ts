@@ -5,17 +5,29 @@ import { parseArgs } from 'node:util';
 import { BootError } from './boot/boot-error.js';
 import { checkGuest } from './boot/loader.js';
 import { KvmHypervisor } from './hypervisor/kvm/backend.js';
-import { KvmError } from './hypervisor/kvm/backend.js';
+import { KvmError, TapDevice, TapError } from './hypervisor/kvm/backend.js';
+import { VirtioNet, formatNetStats } from './virtio/net.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
-import { parseDiskSpec, parseVirtioTransport, prepareVirtio } from './vmm/virtio-options.js';
+import { parseDiskSpec, parseNetSpec, parseVirtioTransport, prepareVirtio, type TapOpener } from './vmm/virtio-options.js';
 
 const USAGE = `usage: tsvmm run [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--cpus N] [--memory SIZE] [--console stdout|none|FILE]
-                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--virtio-transport mmio|pci]
+                 [--disk PATH[,readonly][,serial=ID]]... [--rng] [--console-socket PATH] [--net tap=NAME[,mac=MAC]]...
+                 [--virtio-transport mmio|pci]
                  [--irqchip kernel|userspace]
   with no --kernel, boots the bundled default guest (a platform report)`;
 
 const EXIT_USAGE = 2;
+
+/** --net's TAP devices: a TapError is the user's to fix (one line), anything else is ours. */
+const openTap: TapOpener = (name) => {
+  try {
+    return TapDevice.open(name);
+  } catch (e) {
+    if (e instanceof TapError) throw new CliError(e.message, { cause: e });
+    throw e;
+  }
+};
 
 async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -26,6 +38,7 @@ async function run(argv: string[]): Promise<number> {
       'log-unclaimed': { type: 'boolean' }, irqchip: { type: 'string' }, stats: { type: 'boolean' }, 'cpu-invtsc': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       disk: { type: 'string', multiple: true }, rng: { type: 'boolean' }, 'console-socket': { type: 'string' },
       'virtio-transport': { type: 'string' },
+      net: { type: 'string', multiple: true },
     },
     strict: true,
     allowPositionals: false,
@@ -69,6 +82,8 @@ async function run(argv: string[]): Promise<number> {
     disks: (values.disk ?? []).map(parseDiskSpec),
     rng: values.rng ?? false,
     consoleSocket: values['console-socket'] ?? null,
+    nets: (values.net ?? []).map(parseNetSpec),
+    openTap,
   });
   let machine: Machine;
   let handedOver = false;
@@ -141,6 +156,7 @@ function formatStats(machine: Machine): string {
   lines.push(`syscalls/exit: ${exits ? (syscalls / exits).toFixed(2) : '0'}`);
   for (const s of machine.virtioSlots) {
     lines.push(`virtio slot ${s.index} (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
+    if (s.config.device instanceof VirtioNet) lines.push(`  ${formatNetStats(s.config.device.stats)}`);
   }
   for (const s of machine.virtioPci?.slots ?? []) {
     lines.push(`virtio-pci 00:${s.slot.toString(16).padStart(2, '0')}.0 (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);

@@ -9,6 +9,7 @@ import { buildPvhElf } from '../src/guest/elf-image.js';
 import { guestPath } from './guests/index.js';
 import { cliPath } from './repo.js';
 import { kvmSkip } from './kvm-available.js';
+import { tapSkip } from './tap-available.js';
 
 function tsvmm(args: string[], opts: { env?: Record<string, string>; asUser?: number } = {}) {
   const argv = opts.asUser === undefined ? [process.execPath, cliPath, ...args]
@@ -224,4 +225,57 @@ test('bad input: more virtio-pci devices than slots', () => {
     return ['--disk', img];
   }).flat();
   assertUsageError(tsvmm(['run', ...disks, '--rng', '--virtio-transport', 'pci']), /9 virtio devices .*8 virtio-pci slots/);
+});
+
+test('bad input: --net spec mistakes (no tap=, unknown option, bad or multicast MAC, the same TAP twice)', () => {
+  assertUsageError(tsvmm(['run', '--net', 'tap0']), /--net tap0: unknown net option "tap0"; the options are tap=NAME and mac=/);
+  assertUsageError(tsvmm(['run', '--net', 'mac=02:00:00:00:00:01']), /--net mac=02:00:00:00:00:01: no TAP device; give --net tap=NAME/);
+  assertUsageError(tsvmm(['run', '--net', 'tap=t0,mac=02:00:00:00:00']), /--net tap=t0,mac=02:00:00:00:00: mac must be six hex bytes/);
+  assertUsageError(tsvmm(['run', '--net', 'tap=t0,mac=ff:ff:ff:ff:ff:ff']), /is a multicast address; give a unicast MAC/);
+  assertUsageError(tsvmm(['run', '--net', 'tap=t0', '--net', 'tap=t0']), /--net tap=t0: TAP device t0 is already given by --net tap=t0/);
+});
+
+test('bad input: --net TAP names the kernel cannot take (checked before /dev/net/tun is opened)', () => {
+  assertUsageError(tsvmm(['run', '--net', `tap=${'x'.repeat(16)}`]), /--net tap=x{16}: TAP device name "x{16}" is 16 bytes; interface names are at most 15 \(IFNAMSIZ 16/);
+  assertUsageError(tsvmm(['run', '--net', 'tap=']), /--net tap=: TAP device name "" is empty/);
+  assertUsageError(tsvmm(['run', '--net', 'tap=a/b']), /contains a character interface names cannot have/);
+});
+
+test('bad input: --net needs a slot like any virtio device', () => {
+  const disks = Array.from({ length: 8 }, (_, i) => {
+    const img = path.join(tmp, `net-many-${i}.img`);
+    fs.writeFileSync(img, Buffer.alloc(4096));
+    return ['--disk', img];
+  }).flat();
+  assertUsageError(tsvmm(['run', ...disks, '--net', 'tap=t0']), /9 virtio devices asked for \(--disk, --rng, --console-socket, --net\)/);
+});
+
+test('bad input: --net without permission on /dev/net/tun names it', { skip: process.getuid?.() !== 0 ? 'needs root, to run the CLI as uid 65534' : !fs.existsSync('/dev/net/tun') ? 'no /dev/net/tun here' : (fs.statSync('/dev/net/tun').mode & 0o006) === 0o006 ? '/dev/net/tun is open to everyone here' : false }, () => {
+  assertUsageError(tsvmm(['run', '--net', 'tap=tsvmm-np0'], { asUser: 65534 }), /--net tap=tsvmm-np0: cannot open \/dev\/net\/tun \(EACCES\): it needs read and write permission/);
+});
+
+test('bad input: --net on an interface that is not a TAP, and on a TAP already attached', { skip: tapSkip }, () => {
+  assertUsageError(tsvmm(['run', '--net', 'tap=lo']), /--net tap=lo: lo is an existing network interface that is not a TAP device/);
+  // A TAP another process holds: this test process attaches first.
+  const name = `tsvc${process.pid}`;
+  const holder = spawnSync('ip', ['tuntap', 'add', name, 'mode', 'tap']);
+  assert.equal(holder.status, 0);
+  try {
+    const script = `import { TapDevice } from ${JSON.stringify(path.join(path.dirname(cliPath), 'kvm', 'tap.js'))};
+      const t = TapDevice.open(${JSON.stringify(name)});
+      const r = (await import('node:child_process')).spawnSync(process.execPath, [${JSON.stringify(cliPath)}, 'run', '--net', 'tap=${name}'], { encoding: 'utf8' });
+      t.close();
+      process.stdout.write(JSON.stringify({ status: r.status, stderr: r.stderr }));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    assertUsageError(JSON.parse(r.stdout), new RegExp(`--net tap=${name}: TAP device ${name} is already attached`));
+  } finally {
+    spawnSync('ip', ['tuntap', 'del', name, 'mode', 'tap']);
+  }
+});
+
+test('--net opens a real TAP before /dev/kvm: it passes every check, fails at KVM, and the TAP is gone after', { skip: tapSkip }, () => {
+  const name = `tsvk${process.pid}`;
+  const r = tsvmm(['run', '--net', `tap=${name}`], { env: { TSVMM_KVM_DEVICE: path.join(tmp, 'no-kvm') } });
+  assertUsageError(r, /open\(.*no-kvm\)/);
+  assert.equal(fs.existsSync(`/sys/class/net/${name}`), false, 'the TAP was closed (and, not persistent, removed)');
 });

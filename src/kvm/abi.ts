@@ -319,3 +319,8 @@ export type KvmCapName = keyof typeof KVM_CAP;
 
 /** KVM_PIT_SPEAKER_DUMMY: the PIT's speaker port is emulated so guests probing port 0x61 don't exit. */
 export const KVM_PIT_SPEAKER_DUMMY = 1;
+
+// struct ifreq (include/uapi/linux/if.h), as TUNSETIFF reads and writes it: the name, then the
+// ifr_ifru union, of which only ifr_flags is used (the union is 24 bytes: struct ifmap).
+export const IFNAMSIZ = 16;
+export const ifreq = layout('ifreq', 40, { ifr_name: [0, 'u8', IFNAMSIZ], ifr_flags: [16, 'u16'] });

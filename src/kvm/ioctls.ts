@@ -3,11 +3,11 @@
 import * as abi from './abi.js';
 
 const _IOC_NONE = 0;
-const _IOC_WRITE = 1;
+export const _IOC_WRITE = 1;
 const _IOC_READ = 2;
 const KVMIO = 0xae;
 
-function _IOC(dir: number, type: number, nr: number, size: number): number {
+export function _IOC(dir: number, type: number, nr: number, size: number): number {
   // (dir << 30) overflows int32, so compose with multiplication to stay an unsigned number.
   return dir * 2 ** 30 + (size << 16) + (type << 8) + nr;
 }

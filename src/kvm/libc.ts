@@ -6,6 +6,10 @@ const libc = koffi.load('libc.so.6');
 
 export const O_RDWR = 0x2;
 export const O_CLOEXEC = 0x80000;
+export const O_NONBLOCK = 0x800;
+export const F_GETFL = 3;
+export const F_GETFD = 1;
+export const FD_CLOEXEC = 1;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
@@ -25,6 +29,8 @@ export const SIGRTMIN = 34;
 
 export const open = libc.func('int open(const char *path, int flags)');
 export const close = libc.func('int close(int fd)');
+/** fcntl is variadic in C; only the int-argument form is used (F_GETFL, F_GETFD). */
+export const fcntl = libc.func('int fcntl(int fd, int cmd, int arg)');
 /** ioctl is variadic in C; it is declared twice with fixed prototypes (a koffi variadic call costs more). */
 export const ioctlValue = libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)');
 export const ioctlPointer = libc.func('int ioctl(int fd, unsigned long request, void *arg)');

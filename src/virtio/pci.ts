@@ -21,7 +21,7 @@ import {
 } from '../pci/config-space.js';
 import { Msix, type MsixVectorState } from '../pci/msix.js';
 import { VirtioTransportCore, QUEUE_DESC_HIGH, QUEUE_DESC_LOW, QUEUE_DEVICE_HIGH, QUEUE_DEVICE_LOW, QUEUE_DRIVER_HIGH, QUEUE_DRIVER_LOW } from './transport.js';
-import { VIRTIO_ID_BLOCK, VIRTIO_ID_CONSOLE, type VirtioDevice } from './virtio.js';
+import { VIRTIO_ID_BLOCK, VIRTIO_ID_CONSOLE, VIRTIO_ID_NET, type VirtioDevice } from './virtio.js';
 import type { VirtioError } from './virtio-error.js';
 import type { Virtqueue } from './virtqueue.js';
 
@@ -34,6 +34,7 @@ export const VIRTIO_PCI_MODERN_REVISION = 1;
 
 // Class codes (base class << 16 | subclass << 8 | prog-if), the ones QEMU reports per type.
 export const PCI_CLASS_STORAGE_SCSI = 0x01_00_00;
+export const PCI_CLASS_NETWORK_ETHERNET = 0x02_00_00;
 export const PCI_CLASS_COMMUNICATION_OTHER = 0x07_80_00;
 export const PCI_CLASS_OTHERS = 0xff_00_00;
 
@@ -122,6 +123,7 @@ export function virtioPciClassCode(deviceType: number): number {
   switch (deviceType) {
     case VIRTIO_ID_BLOCK: return PCI_CLASS_STORAGE_SCSI;
     case VIRTIO_ID_CONSOLE: return PCI_CLASS_COMMUNICATION_OTHER;
+    case VIRTIO_ID_NET: return PCI_CLASS_NETWORK_ETHERNET;
     default: return PCI_CLASS_OTHERS;
   }
 }

@@ -26,6 +26,7 @@ export const VIRTIO_F_NOTIFICATION_DATA = 38;
 export const VIRTIO_F_RING_RESET = 40;
 
 // ---- 5 Device Types ----
+export const VIRTIO_ID_NET = 1;
 export const VIRTIO_ID_BLOCK = 2;
 export const VIRTIO_ID_CONSOLE = 3;
 export const VIRTIO_ID_RNG = 4;

@@ -6,9 +6,10 @@ import * as path from 'node:path';
 import test from 'node:test';
 import { VirtioBlock } from '../virtio/block.js';
 import { VirtioConsole } from '../virtio/console.js';
+import { VirtioNet, formatMac } from '../virtio/net.js';
 import { VirtioRng } from '../virtio/rng.js';
 import { CliError } from './options.js';
-import { openDisk, parseDiskSpec, parseVirtioTransport, prepareVirtio } from './virtio-options.js';
+import { defaultMac, openDisk, parseDiskSpec, parseNetSpec, parseVirtioTransport, prepareVirtio, type TapOpener } from './virtio-options.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-vopt-'));
 const img = (name: string, bytes = 4096) => {
@@ -71,4 +72,56 @@ test('--virtio-transport: mmio (default) or pci, for every device; anything else
   for (const c of pci.configs) c.close?.();
   const mmio = prepareVirtio({ disks: [], rng: true, consoleSocket: null });
   assert.deepEqual(mmio.configs.map((c) => c.transport), [undefined], 'mmio configs are as before');
+});
+
+test('net specs: tap=NAME and mac=; anything else names the option and the choices', () => {
+  const n = parseNetSpec('tap=tap0,mac=02:AA:bb:cc:dd:ee');
+  assert.equal(n.tap, 'tap0');
+  assert.equal(formatMac(n.mac!), '02:aa:bb:cc:dd:ee');
+  assert.equal(parseNetSpec('tap=tap1').mac, null);
+  assert.throws(() => parseNetSpec('tap0'), (e: Error) => e instanceof CliError && e.message === '--net tap0: unknown net option "tap0"; the options are tap=NAME and mac=xx:xx:xx:xx:xx:xx');
+  assert.throws(() => parseNetSpec('mac=02:00:00:00:00:01'), /--net mac=02:00:00:00:00:01: no TAP device; give --net tap=NAME \(e\.g\. made with: ip tuntap add NAME mode tap user \$USER\)/);
+  assert.throws(() => parseNetSpec('tap=t,mac=02:00:00:00:00'), /mac must be six hex bytes/);
+  assert.throws(() => parseNetSpec('tap=t,mac=01:00:5e:00:00:01'), /01:00:5e:00:00:01 is a multicast address; give a unicast MAC/);
+  assert.throws(() => parseNetSpec('tap=t,mac=00:00:00:00:00:00'), /not a usable MAC/);
+  assert.equal(formatMac(defaultMac(5)), '02:74:73:76:6d:05');
+});
+
+/** A TapOpener that records opens and closes, refusing names in `refuse`. */
+function fakeTaps(refuse: Record<string, string> = {}) {
+  const log: string[] = [];
+  const open: TapOpener = (name) => {
+    if (refuse[name]) throw new CliError(refuse[name]!);
+    log.push(`open ${name}`);
+    return { name, send: () => true, setReceiver: () => {}, close: () => log.push(`close ${name}`) };
+  };
+  return { log, open };
+}
+
+test('prepareVirtio: nets go after disks, rng and console, with a default MAC from their slot', () => {
+  const taps = fakeTaps();
+  const v = prepareVirtio({
+    disks: [parseDiskSpec(img('n1.img'))], rng: true, consoleSocket: null,
+    nets: [parseNetSpec('tap=t0'), parseNetSpec('tap=t1,mac=02:00:00:00:00:09')], openTap: taps.open,
+  });
+  assert.deepEqual(v.configs.map((c) => c.device.constructor), [VirtioBlock, VirtioRng, VirtioNet, VirtioNet]);
+  assert.deepEqual(v.configs.slice(2).map((c) => c.label), ['net tap t0 02:74:73:76:6d:02', 'net tap t1 02:00:00:00:00:09']);
+  for (const c of v.configs) c.close?.();
+  assert.deepEqual(taps.log, ['open t0', 'open t1', 'close t0', 'close t1']);
+});
+
+test('prepareVirtio: a bad --net closes what was opened; duplicates and slot overflow are refused before any open', () => {
+  const taps = fakeTaps({ bad: 'TAP device bad is already attached' });
+  assert.throws(
+    () => prepareVirtio({ disks: [parseDiskSpec(img('n2.img'))], rng: false, consoleSocket: null, nets: [parseNetSpec('tap=ok'), parseNetSpec('tap=bad')], openTap: taps.open }),
+    (e: Error) => e instanceof CliError && e.message === '--net tap=bad: TAP device bad is already attached',
+  );
+  assert.deepEqual(taps.log, ['open ok', 'close ok']);
+  assert.throws(() => prepareVirtio({ disks: [], rng: false, consoleSocket: null, nets: [parseNetSpec('tap=a'), parseNetSpec('tap=a,mac=02:00:00:00:00:01')], openTap: taps.open }),
+    /--net tap=a,mac=02:00:00:00:00:01: TAP device a is already given by --net tap=a/);
+  assert.throws(() => prepareVirtio({ disks: [], rng: false, consoleSocket: null, nets: [parseNetSpec('tap=a,mac=02:00:00:00:00:01'), parseNetSpec('tap=b,mac=02:00:00:00:00:01')], openTap: taps.open }),
+    /--net tap=b,mac=02:00:00:00:00:01: MAC 02:00:00:00:00:01 is already used by net tap a/);
+  const nine = Array.from({ length: 9 }, (_, i) => parseNetSpec(`tap=n${i}`));
+  assert.throws(() => prepareVirtio({ disks: [], rng: false, consoleSocket: null, nets: nine, openTap: taps.open }), /9 virtio devices .*--net.*8 virtio-mmio slots/);
+  assert.deepEqual(taps.log, ['open ok', 'close ok', 'open a', 'close a']);
 });

@@ -1,11 +1,13 @@
-// The virtio command-line options (--disk, --rng, --console-socket) turned into devices for the
-// machine's slots. Everything a user can get wrong is checked here, before /dev/kvm is opened, and
+// The virtio command-line options (--disk, --rng, --console-socket, --net) turned into devices for
+// the machine's slots, in this order: disks (in the order given), rng, console, nets (in the order
+// given), so adding a --net never moves another device. Everything a user can get wrong is checked here, before /dev/kvm is opened, and
 // reported as one CliError line naming the input and the fix.
 import * as fs from 'node:fs';
 import { VIRTIO_MMIO_SLOTS } from '../boot/layout.js';
 import { FileBlockBackend } from '../virtio/block-file.js';
 import { VIRTIO_BLK_ID_BYTES, VirtioBlock } from '../virtio/block.js';
 import { VirtioConsole } from '../virtio/console.js';
+import { VirtioNet, formatMac, parseMac, type NetBackend } from '../virtio/net.js';
 import { VirtioRng } from '../virtio/rng.js';
 import { checkConsoleSocketPath, ConsoleSocketServer } from './console-socket.js';
 import { CliError } from './options.js';
@@ -109,6 +111,45 @@ export function parseVirtioTransport(text: string | undefined): VirtioTransport 
   throw new CliError(`--virtio-transport ${JSON.stringify(text)}: give mmio (fixed virtio-mmio slots, the default) or pci (virtio-pci devices behind a PCI host bridge)`);
 }
 
+export interface NetSpec {
+  /** The option as given, for messages: `--net tap=tap0,mac=...`. */
+  readonly text: string;
+  readonly tap: string;
+  /** Default: defaultMac(slot). */
+  readonly mac: Uint8Array | null;
+}
+
+const NET_OPTIONS = 'tap=NAME and mac=xx:xx:xx:xx:xx:xx';
+
+/** `tap=NAME[,mac=xx:xx:xx:xx:xx:xx]`. The name itself is checked when the TAP is opened. */
+export function parseNetSpec(text: string): NetSpec {
+  const what = `--net ${text}`;
+  let tap: string | null = null;
+  let mac: Uint8Array | null = null;
+  for (const o of text.split(',')) {
+    if (o.startsWith('tap=')) tap = o.slice('tap='.length);
+    else if (o.startsWith('mac=')) {
+      mac = parseMac(o.slice('mac='.length));
+      if (!mac) throw new CliError(`${what}: mac must be six hex bytes like 02:74:73:76:6d:05`);
+      if (mac[0]! & 1) throw new CliError(`${what}: ${formatMac(mac)} is a multicast address; give a unicast MAC (first byte even, e.g. 02:...)`);
+      if (mac.every((b) => b === 0)) throw new CliError(`${what}: 00:00:00:00:00:00 is not a usable MAC; give another`);
+    } else throw new CliError(`${what}: unknown net option ${JSON.stringify(o)}; the options are ${NET_OPTIONS}`);
+  }
+  if (tap === null) throw new CliError(`${what}: no TAP device; give --net tap=NAME (e.g. made with: ip tuntap add NAME mode tap user $USER)`);
+  return { text, tap, mac };
+}
+
+/**
+ * The MAC a --net gets without mac=: 02:74:73:76:6d:NN, NN = its slot. 02 = locally administered
+ * unicast; 74:73:76:6d is "tsvm". Unique within one VM; two VMs on one bridge need their own mac=.
+ */
+export function defaultMac(slot: number): Uint8Array {
+  return Uint8Array.of(0x02, 0x74, 0x73, 0x76, 0x6d, slot);
+}
+
+/** A TAP device as the VMM sees it. Throws CliError (one line) when it cannot be opened. */
+export type TapOpener = (name: string) => NetBackend & { readonly name: string; close(): void };
+
 /** What the virtio options asked for, checked; `open()` makes the devices. */
 export interface VirtioRequest {
   readonly disks: readonly DiskSpec[];
@@ -116,6 +157,9 @@ export interface VirtioRequest {
   readonly consoleSocket: string | null;
   /** Default mmio. */
   readonly transport?: VirtioTransport;
+  readonly nets?: readonly NetSpec[];
+  /** How --net opens its TAP device (the CLI passes the KVM backend's; required when nets is not empty). */
+  readonly openTap?: TapOpener;
 }
 
 /**
@@ -123,11 +167,16 @@ export interface VirtioRequest {
  * checked here; `listen()` creates it once the VM is about to be built.
  */
 export function prepareVirtio(request: VirtioRequest): { configs: VirtioSlotConfig[]; listen(): Promise<void> } {
-  const count = request.disks.length + (request.rng ? 1 : 0) + (request.consoleSocket !== null ? 1 : 0);
   const transport = request.transport ?? 'mmio';
+  const nets = request.nets ?? [];
+  const count = request.disks.length + (request.rng ? 1 : 0) + (request.consoleSocket !== null ? 1 : 0) + nets.length;
   if (count > VIRTIO_MMIO_SLOTS) {
-    throw new CliError(`${count} virtio devices asked for (--disk, --rng, --console-socket): the machine has ${VIRTIO_MMIO_SLOTS} ${transport === 'pci' ? 'virtio-pci slots' : 'virtio-mmio slots'}; attach fewer disks`);
+    throw new CliError(`${count} virtio devices asked for (--disk, --rng, --console-socket, --net): the machine has ${VIRTIO_MMIO_SLOTS} ${transport === 'pci' ? 'virtio-pci slots' : 'virtio-mmio slots'}; attach fewer`);
   }
+  nets.forEach((n, i) => {
+    const twin = nets.slice(0, i).find((o) => o.tap === n.tap);
+    if (twin) throw new CliError(`--net ${n.text}: TAP device ${n.tap} is already given by --net ${twin.text}; give each --net its own TAP`);
+  });
   if (request.consoleSocket !== null) checkConsoleSocketPath('--console-socket', request.consoleSocket);
   const configs: VirtioSlotConfig[] = [];
   const opened: Array<{ spec: DiskSpec; ino: number; dev: number }> = [];
@@ -153,5 +202,29 @@ export function prepareVirtio(request: VirtioRequest): { configs: VirtioSlotConf
       server.onInput = (bytes) => device.enqueueInput(bytes);
     };
   }
+  try {
+    for (const n of nets) configs.push(openNet(n, configs.length, request.openTap, configs));
+  } catch (e) {
+    for (const c of configs) c.close?.();
+    throw e;
+  }
   return { configs: transport === 'pci' ? configs.map((c) => ({ ...c, transport })) : configs, listen };
+}
+
+/** Opens the TAP for one --net (before KVM) and puts a virtio-net device on it, for slot `slot`. */
+function openNet(spec: NetSpec, slot: number, openTap: TapOpener | undefined, others: readonly VirtioSlotConfig[]): VirtioSlotConfig {
+  const what = `--net ${spec.text}`;
+  if (!openTap) throw new Error(`${what}: no TAP opener was given to prepareVirtio`);
+  const mac = spec.mac ?? defaultMac(slot);
+  const twin = others.find((c) => c.device instanceof VirtioNet && formatMac(c.device.mac) === formatMac(mac));
+  if (twin) throw new CliError(`${what}: MAC ${formatMac(mac)} is already used by ${twin.label}; give each --net its own mac=`);
+  let tap: ReturnType<TapOpener>;
+  try {
+    tap = openTap(spec.tap);
+  } catch (e) {
+    if (e instanceof CliError) throw new CliError(`${what}: ${e.message}`, { cause: e });
+    throw e;
+  }
+  const device = new VirtioNet({ backend: tap, mac });
+  return { device, label: `net tap ${tap.name} ${formatMac(mac)}`, close: () => tap.close() };
 }

@@ -171,6 +171,8 @@ int guest_main(void) {
 			exercise_rng(d);
 		else if (d->device_id == VIRTIO_ID_CONSOLE)
 			exercise_console(d);
+		else if (d->device_id == VIRTIO_ID_NET)
+			exercise_net(d);
 	}
 	print("virtio-pci: ");
 	print_dec(count);

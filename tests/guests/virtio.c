@@ -2,7 +2,7 @@
  * virtio: drives every virtio-mmio device in tsvmm's fixed slots (common/virtio-mmio.c), at CPL3.
  *
  * Probes slots 0-7 and prints, for each device found,
- *   "slot S: DEVICE (id D) gsi G\n"                          DEVICE: block, console, rng, other
+ *   "slot S: DEVICE (id D) gsi G\n"                          DEVICE: net, block, console, rng, other
  * then exercises each (K counts block devices from 0, in slot order):
  *   block   "blkK: capacity C sectors, ro R, flush F\n"   (features: VERSION_1, FLUSH and RO if offered)
  *           "blkK: id ID\n"                               (GET_ID)
@@ -18,6 +18,13 @@
  *   console "console: sent greeting\n"  after sending "hello from the virtio console\n"
  *           "console: received \"LINE\"\n"  after a line from the host (within console_wait_ms=N,
  *               default 20000), then sends "echo: LINE\n" back
+ *   net     "net: mac M, link up\n"      (VIRTIO_NET_F_MAC and STATUS negotiated, no offloads)
+ *           "net: sent hello\n"          after a 60-byte broadcast frame from M, ethertype 0x88b5,
+ *               payload "tsvmm net hello"
+ *           "net: received N bytes, header ok, num_buffers B\n"  the first frame of ethertype 0x88b5
+ *               from the host (within net_wait_ms=N, default 20000), header bytes 0-9 zero (no
+ *               offloads); B should be 1 (tsvmm), QEMU 7.2 leaves 0;
+ *               then sends it back with source and destination swapped: "net: echoed\n"
  * and finally "virtio: N devices, E errors\n". Exit status: E (0 when every check passed).
  *
  * Benchmark modes (bench/run.ts `block`) do only this instead, on the first block device; on any
@@ -466,6 +473,8 @@ int guest_main(void) {
 			exercise_rng(d);
 		else if (d->device_id == VIRTIO_ID_CONSOLE)
 			exercise_console(d);
+		else if (d->device_id == VIRTIO_ID_NET)
+			exercise_net(d);
 	}
 	print("virtio: ");
 	print_dec(count);

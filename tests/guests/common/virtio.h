@@ -21,6 +21,7 @@
 
 /* ---- feature bits, device IDs ---- */
 #define VIRTIO_F_VERSION_1 32
+#define VIRTIO_ID_NET 1
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_RNG 4

@@ -44,6 +44,7 @@ bool vq_wait(struct vq *q, u32 *len, u64 timeout_us) {
 
 const char *virtio_device_name(u32 device_id) {
 	switch (device_id) {
+	case VIRTIO_ID_NET: return "net";
 	case VIRTIO_ID_BLOCK: return "block";
 	case VIRTIO_ID_CONSOLE: return "console";
 	case VIRTIO_ID_RNG: return "rng";
