@@ -41,3 +41,27 @@ for (const irqchip of ['kernel', 'userspace'] as const) {
     assertIrqchipOutput(r.serial);
   });
 }
+
+// Design principle 3: idle vCPUs hand their time to the VMM's deferred work, and a fallback timer
+// runs it anyway. With the userspace irqchip HLT exits to tsvmm, so the idle guest's halts run the
+// queue; with KVM's irqchip they never reach tsvmm, and every item runs at its deadline instead.
+for (const irqchip of ['userspace', 'kernel'] as const) {
+  test(`deferred work (${irqchip} irqchip): every item runs once, ${irqchip === 'userspace' ? 'in halted vCPUs\' idle time' : 'by the fallback timer'}`, { skip: kvmSkip }, async () => {
+    const ITEMS = 50;
+    const ran: number[] = [];
+    let stats = { ranIdle: 0, ranFallback: 0 };
+    const r = await runGuestFile(guestPath('idle'), {
+      cmdline: 'seconds=2', irqchip, timeoutMs: 60000,
+      during: async (m) => {
+        await new Promise((res) => setTimeout(res, 200)); // the guest is in its halt loop by now
+        for (let i = 0; i < ITEMS; i++) m.deferredWork.post(`item ${i}`, () => ran.push(i), { maxDelayNs: 500_000_000n });
+        await new Promise((res) => setTimeout(res, 1000));
+        stats = { ranIdle: m.deferredWork.stats.ranIdle, ranFallback: m.deferredWork.stats.ranFallback };
+      },
+    });
+    assert.equal(r.status, 0, r.fatal ?? r.serial);
+    assert.deepEqual([...ran].sort((a, b) => a - b), Array.from({ length: ITEMS }, (_, i) => i), 'each item exactly once');
+    if (irqchip === 'userspace') assert.ok(stats.ranIdle > 0, `some items ran in idle time: ${JSON.stringify(stats)}`);
+    else assert.deepEqual(stats, { ranIdle: 0, ranFallback: ITEMS }, 'no idle points reach tsvmm with KVM\'s irqchip');
+  });
+}
