@@ -55,15 +55,20 @@ export class DirtyRingError extends Error {
 
 const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
 
+/** Throws unless `sizeBytes` is a ring size tsvmm may ask for: a power of two, at least DIRTY_RING_MIN_BYTES. */
+export function checkDirtyRingSize(sizeBytes: number): void {
+  if (!isPowerOfTwo(sizeBytes) || sizeBytes < DIRTY_RING_MIN_BYTES) {
+    throw new DirtyRingError('size', `dirty ring of ${sizeBytes} bytes: the size must be a power of two of at least ${DIRTY_RING_MIN_BYTES} bytes (e.g. 65536, 4096 entries)`);
+  }
+}
+
 /**
  * The ring size to enable: `requestedBytes` (a power of two, at least DIRTY_RING_MIN_BYTES), cut
  * to the largest power of two within `hostMaxBytes` (what KVM_CHECK_EXTENSION returned for the
  * ring capability). 0 when the host has no dirty ring (hostMaxBytes 0) or its maximum is too small.
  */
 export function dirtyRingSizeBytes(requestedBytes: number, hostMaxBytes: number): number {
-  if (!isPowerOfTwo(requestedBytes) || requestedBytes < DIRTY_RING_MIN_BYTES) {
-    throw new DirtyRingError('size', `dirty ring of ${requestedBytes} bytes: the size must be a power of two of at least ${DIRTY_RING_MIN_BYTES} bytes (e.g. 65536, 4096 entries)`);
-  }
+  checkDirtyRingSize(requestedBytes);
   if (!(hostMaxBytes >= DIRTY_RING_MIN_BYTES)) return 0;
   const hostMax = 2 ** Math.floor(Math.log2(hostMaxBytes));
   return Math.min(requestedBytes, hostMax);
