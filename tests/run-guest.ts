@@ -31,6 +31,8 @@ export interface RunOptions {
   /** virtio devices, in slot order (the machine closes them) */
   virtio?: readonly VirtioSlotConfig[];
   irqchip?: IrqchipMode;
+  /** dirty pages from KVM's dirty rings (MachineConfig.dirtyRing) */
+  dirtyRing?: boolean;
 }
 
 export async function runImage(kernel: Uint8Array, name: string, opts: RunOptions = {}): Promise<GuestRun> {
@@ -45,7 +47,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     kernel, kernelName: name, cmdline: opts.cmdline ?? '', cpus: opts.cpus ?? 1,
     memoryBytes: opts.memoryBytes ?? 256 << 20, console: { kind: 'none' }, captureSerial: true,
     regsProbePort: opts.regsProbePort, regsProbeVia: opts.regsProbeVia, invtsc: opts.invtsc, kickPeerPort: opts.kickPeerPort,
-    virtio: opts.virtio, irqchip: opts.irqchip,
+    virtio: opts.virtio, irqchip: opts.irqchip, dirtyRing: opts.dirtyRing,
   });
   let timer: NodeJS.Timeout | undefined;
   try {

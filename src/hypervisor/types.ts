@@ -137,6 +137,24 @@ export interface HvVm {
   /** The slot's dirty page bitmap since the last call (one bit per 4 KiB page, LSB first), cleared by the read. */
   getDirtyLog(slot: number, pages: number): BigUint64Array;
   /**
+   * Records dirty pages in per-vCPU rings of `sizeBytes` each instead of per-slot bitmaps (a power
+   * of two, at least 4096; more than the host allows is cut to its maximum). Only before any vCPU
+   * is created. False, with nothing changed, when the host has no dirty ring. Once on, getDirtyLog
+   * must not be called: slots with logDirty report their pages through harvestDirtyRings.
+   * `onFull` runs on the main thread when a vCPU's ring is full; that vCPU stays out of the guest
+   * until it returns, so it must harvest and reset.
+   */
+  enableDirtyRing(sizeBytes: number, onFull: () => void): boolean;
+  /**
+   * Takes every dirty entry from every vCPU's ring, in ring order: `sink(slot, pageOffset)` (page
+   * number within the memslot) for each, as the hypervisor wrote it, so possibly naming a slot
+   * that has gone since. Returns how many; after a non-zero harvest, call resetDirtyRings before
+   * reading those pages. Pages a running vCPU dirtied may reach its ring only at its next exit.
+   */
+  harvestDirtyRings(sink: (slot: number, pageOffset: number) => void): number;
+  /** Gives the harvested ring entries back; the hypervisor tracks writes to those pages again. Returns how many. */
+  resetDirtyRings(): number;
+  /**
    * Brackets a series of memslot changes made while vCPUs run. A vCPU whose instruction fetch
    * failed because it hit the gap between a delete and a create enters again once the change is
    * over, instead of reporting an emulation failure.

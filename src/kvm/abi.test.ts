@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import * as abi from './abi.js';
 import * as io from './ioctls.js';
+import * as ring from '../memory/dirty-ring.js';
 
 test('struct sizes match the kernel headers', () => {
   // Sizes from include/uapi/linux/kvm.h and arch/x86/include/uapi/asm/kvm.h (x86-64).
@@ -12,6 +13,7 @@ test('struct sizes match the kernel headers', () => {
     [abi.kvm_irqfd, 32], [abi.kvm_enable_cap, 104], [abi.kvm_guest_debug, 72], [abi.kvm_pit_config, 64],
     [abi.kvm_clock_data, 48], [abi.kvm_dirty_log, 16], [abi.kvm_run, 2352], [abi.kvm_msr_entry, 16],
     [abi.kvm_irq_routing_entry, 48], [abi.kvm_msr_filter, 392], [abi.kvm_msr_filter_range, 24], [abi.kvm_run_msr, 24], [abi.kvm_msi, 32],
+    [abi.kvm_dirty_gfn, 16],
   ];
   for (const [layout, size] of expected) assert.equal(layout.sizeBytes, size, layout.name);
 });
@@ -52,7 +54,26 @@ test('ioctl numbers equal the values the C headers produce', () => {
     [io.KVM_GET_DIRTY_LOG, 0x4010ae42], [io.KVM_GET_MSRS, 0xc008ae88], [io.KVM_SET_MSRS, 0x4008ae89],
     [io.KVM_GET_FPU, 0x81a0ae8c], [io.KVM_INTERRUPT, 0x4004ae86], [io.KVM_NMI, 0xae9a],
     [io.KVM_X86_SET_MSR_FILTER, 0x4188aec6], [io.KVM_GET_TSC_KHZ, 0xaea3], [io.KVM_GET_MP_STATE, 0x8004ae98], [io.KVM_SET_GSI_ROUTING, 0x4008ae6a],
-    [io.KVM_SIGNAL_MSI, 0x4020aea5],
+    [io.KVM_SIGNAL_MSI, 0x4020aea5], [io.KVM_RESET_DIRTY_RINGS, 0xaec7],
   ];
   for (const [req, number] of expected) assert.equal(req.number.toString(16), number.toString(16), req.name);
+});
+
+test('dirty ring ABI as gcc computes it from <linux/kvm.h> (x86-64, Linux 6.1 headers)', () => {
+  // sizeof(struct kvm_dirty_gfn) 16, offsetof flags 0, slot 4, offset 8; KVM_DIRTY_GFN_F_DIRTY 1,
+  // _RESET 2, _MASK 3; KVM_DIRTY_LOG_PAGE_OFFSET 64; KVM_EXIT_DIRTY_RING_FULL 31;
+  // KVM_CAP_DIRTY_LOG_RING 192, KVM_CAP_DIRTY_LOG_RING_ACQ_REL 223; KVM_RESET_DIRTY_RINGS 0xaec7.
+  assert.deepEqual([abi.kvm_dirty_gfn.at.flags, abi.kvm_dirty_gfn.at.slot, abi.kvm_dirty_gfn.at.offset], [0, 4, 8]);
+  assert.deepEqual([abi.KVM_DIRTY_GFN_F_DIRTY, abi.KVM_DIRTY_GFN_F_RESET, abi.KVM_DIRTY_GFN_F_MASK], [1, 2, 3]);
+  assert.equal(abi.KVM_DIRTY_LOG_PAGE_OFFSET, 64);
+  assert.equal(abi.KVM_EXIT_DIRTY_RING_FULL, 31);
+  assert.equal(abi.KVM_CAP.KVM_CAP_DIRTY_LOG_RING, 192);
+  assert.equal(abi.KVM_CAP.KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 223);
+});
+
+test('the pure dirty ring reader (src/memory/dirty-ring.ts) uses the ABI table\'s numbers', () => {
+  assert.equal(ring.kvm_dirty_gfn.sizeBytes, abi.kvm_dirty_gfn.sizeBytes);
+  assert.deepEqual(ring.kvm_dirty_gfn.at, abi.kvm_dirty_gfn.at);
+  assert.deepEqual([ring.KVM_DIRTY_GFN_F_DIRTY, ring.KVM_DIRTY_GFN_F_RESET, ring.KVM_DIRTY_GFN_F_MASK],
+    [abi.KVM_DIRTY_GFN_F_DIRTY, abi.KVM_DIRTY_GFN_F_RESET, abi.KVM_DIRTY_GFN_F_MASK]);
 });

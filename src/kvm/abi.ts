@@ -217,6 +217,16 @@ export const kvm_clock_data = layout('kvm_clock_data', 48, {
 // struct kvm_dirty_log
 export const kvm_dirty_log = layout('kvm_dirty_log', 16, { slot: [0, 'u32'], padding1: [4, 'u32'], dirty_bitmap: [8, 'u64'] });
 
+// struct kvm_dirty_gfn: one entry of a vCPU's dirty ring (KVM_CAP_DIRTY_LOG_RING). The pure reader
+// declares the same numbers in src/memory/dirty-ring.ts; abi.test.ts checks that they agree.
+export const kvm_dirty_gfn = layout('kvm_dirty_gfn', 16, { flags: [0, 'u32'], slot: [4, 'u32'], offset: [8, 'u64'] });
+/** kvm_dirty_gfn.flags */
+export const KVM_DIRTY_GFN_F_DIRTY = 1 << 0;
+export const KVM_DIRTY_GFN_F_RESET = 1 << 1;
+export const KVM_DIRTY_GFN_F_MASK = 0x3;
+/** The dirty ring's page offset in the vCPU fd's mmap (arch/x86/include/uapi/asm/kvm.h). */
+export const KVM_DIRTY_LOG_PAGE_OFFSET = 64;
+
 // struct kvm_translation
 export const kvm_translation = layout('kvm_translation', 24, {
   linear_address: [0, 'u64'], physical_address: [8, 'u64'], valid: [16, 'u8'], writeable: [17, 'u8'],
@@ -314,6 +324,7 @@ export const KVM_CAP = {
   KVM_CAP_MAX_VCPUS: 66, KVM_CAP_SYNC_REGS: 74, KVM_CAP_SIGNAL_MSI: 77, KVM_CAP_MAX_VCPU_ID: 128,
   KVM_CAP_IMMEDIATE_EXIT: 136, KVM_CAP_X86_DISABLE_EXITS: 143, KVM_CAP_X86_USER_SPACE_MSR: 188,
   KVM_CAP_X86_MSR_FILTER: 189, KVM_CAP_DIRTY_LOG_RING: 192, KVM_CAP_GET_TSC_KHZ: 61,
+  KVM_CAP_DIRTY_LOG_RING_ACQ_REL: 223,
 } as const;
 export type KvmCapName = keyof typeof KVM_CAP;
 

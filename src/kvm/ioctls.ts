@@ -51,6 +51,7 @@ export const KVM_GET_CLOCK = ioctl('KVM_GET_CLOCK', _IOR(0x7c, abi.kvm_clock_dat
 export const KVM_X86_SET_MSR_FILTER = ioctl('KVM_X86_SET_MSR_FILTER', _IOW(0xc6, abi.kvm_msr_filter.sizeBytes), 'vm', 'KVM_CAP_X86_MSR_FILTER');
 export const KVM_SIGNAL_MSI = ioctl('KVM_SIGNAL_MSI', _IOW(0xa5, abi.kvm_msi.sizeBytes), 'vm', 'KVM_CAP_SIGNAL_MSI');
 export const KVM_ENABLE_CAP_VM = ioctl('KVM_ENABLE_CAP', _IOW(0xa3, abi.kvm_enable_cap.sizeBytes), 'vm');
+export const KVM_RESET_DIRTY_RINGS = ioctl('KVM_RESET_DIRTY_RINGS', _IO(0xc7), 'vm', 'KVM_CAP_DIRTY_LOG_RING');
 
 export const KVM_RUN = ioctl('KVM_RUN', _IO(0x80), 'vcpu');
 export const KVM_GET_REGS = ioctl('KVM_GET_REGS', _IOR(0x81, abi.kvm_regs.sizeBytes), 'vcpu');

@@ -5,6 +5,9 @@ import * as io from './ioctls.js';
 import { KvmError } from './errors.js';
 import * as libc from './libc.js';
 
+/** x86's page size: the unit of mmap offsets into a vCPU fd. */
+const X86_PAGE_SIZE_BYTES = 4096;
+
 function fail(call: string, target: string, doing: string, hint = ''): never {
   throw new KvmError('ioctl', call, target, libc.errno(), doing, hint);
 }
@@ -246,6 +249,27 @@ export class KvmVm {
     this.call(io.KVM_ENABLE_CAP_VM, b, doing);
   }
 
+  /**
+   * KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING or _ACQ_REL): every vCPU gets a dirty ring of
+   * `sizeBytes` (a power of two within what KVM_CHECK_EXTENSION returned), and KVM_GET_DIRTY_LOG
+   * stops working. Only before the first KVM_CREATE_VCPU.
+   */
+  enableDirtyRing(cap: 'KVM_CAP_DIRTY_LOG_RING' | 'KVM_CAP_DIRTY_LOG_RING_ACQ_REL', sizeBytes: number): void {
+    const b = Buffer.alloc(abi.kvm_enable_cap.sizeBytes);
+    b.writeUInt32LE(abi.KVM_CAP[cap], abi.kvm_enable_cap.at.cap);
+    b.writeBigUInt64LE(BigInt(sizeBytes), abi.kvm_enable_cap.at.args);
+    this.call(io.KVM_ENABLE_CAP_VM, b, `enabling dirty rings of ${sizeBytes} bytes per vCPU (${cap})`,
+      'the size must be a power of two of at least one page (16 KiB on hosts with PML) and no vCPU may exist yet');
+  }
+
+  /**
+   * KVM_RESET_DIRTY_RINGS: KVM takes back every entry userspace marked harvested (RESET) in every
+   * vCPU's ring and write-protects those pages again. Returns how many entries it reset.
+   */
+  resetDirtyRings(): number {
+    return this.call(io.KVM_RESET_DIRTY_RINGS, 0, 'resetting the harvested entries of the dirty rings');
+  }
+
   createVcpu(index: number): number {
     return this.call(io.KVM_CREATE_VCPU, index, `creating vCPU ${index}`, 'the host may allow fewer vCPUs; lower --cpus');
   }
@@ -277,6 +301,22 @@ export class KvmVcpu {
       throw new KvmError('mmap', 'mmap(vcpu fd)', `vcpu ${index}`, libc.errno(), 'mapping the kvm_run page');
     }
     return new KvmVcpu(index, fd, hva, mmapSizeBytes);
+  }
+
+  /**
+   * Maps this vCPU's dirty ring: `sizeBytes` (the size given to enableDirtyRing) at page
+   * KVM_DIRTY_LOG_PAGE_OFFSET of the vCPU fd, shared and read-write (KVM refuses a private or
+   * executable mapping). Unmap it with unmap() from memory.ts before closing the fd.
+   */
+  mapDirtyRing(sizeBytes: number): { hva: bigint; sizeBytes: number } {
+    const offset = abi.KVM_DIRTY_LOG_PAGE_OFFSET * X86_PAGE_SIZE_BYTES;
+    const ptr = libc.mmap(null, sizeBytes, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, this.fd, offset);
+    const hva = libc.addressOf(ptr);
+    if (hva === 0xffffffffffffffffn || hva === 0n) {
+      throw new KvmError('mmap', `mmap(vcpu fd, offset 0x${offset.toString(16)})`, this.target, libc.errno(), `mapping the ${sizeBytes}-byte dirty ring`,
+        'dirty rings must be enabled on the VM (KVM_CAP_DIRTY_LOG_RING) before the vCPU is created');
+    }
+    return { hva, sizeBytes };
   }
 
   runView(): ArrayBuffer {

@@ -174,3 +174,28 @@ test('ops that do not follow the tracked table are refused', () => {
   assert.throws(() => tracker.applyOps([create, moved]), (e: unknown) => e instanceof DirtyBitmapError && e.kind === 'op-mismatch');
   assert.equal(tracker.slots(), before, 'a refused list of ops leaves the table as it was');
 });
+
+test('markSlotPages: dirty-ring pages by slot and page number land where the log\'s bits would; strangers are ignored', () => {
+  const { as, tracker } = setup();
+  const a = slotOf(as, 'a');
+  const b = slotOf(as, 'b');
+  assert.equal(tracker.markSlotPages(a, [0, 5, 5]), 3, 'a page twice is marked twice and counted: the ring can repeat one');
+  assert.equal(tracker.markSlotPages(b, Float64Array.of(7)), 1);
+  assert.equal(tracker.markSlotPages(99, [0]), 0, 'a slot not in the table');
+  assert.equal(tracker.markSlotPages(a, [8, -1, 1.5, NaN, 2 ** 60]), 0, 'past the slot, negative, not a page number');
+  assert.deepEqual(tracker.harvest(), [range(0x100000, 1), range(0x105000, 1), range(0x207000, 1)]);
+  // The same pages through the log path, for comparison: the two sources agree.
+  tracker.mergeKvmLog(a, kvmLog(8, [0, 5]));
+  tracker.mergeKvmLog(b, kvmLog(8, [7]));
+  assert.deepEqual(tracker.harvest(), [range(0x100000, 1), range(0x105000, 1), range(0x207000, 1)]);
+});
+
+test('markSlotPages follows the slot table: after a move the same slot number means the new place', () => {
+  const { as, tracker } = setup();
+  const b = slotOf(as, 'b');
+  change(as, tracker, new Map(), (tx) => tx.move('b', 0x4000_0000));
+  const moved = slotOf(as, 'b');
+  assert.equal(tracker.markSlotPages(moved, [1]), 1);
+  assert.equal(tracker.markSlotPages(b === moved ? 12345 : b, [1]), 0, 'the old number (if it changed) names nothing now');
+  assert.deepEqual(tracker.harvest(), [range(0x4000_1000, 1)]);
+});

@@ -1,6 +1,7 @@
-// Dirty page tracking: word-based page bitmaps, KVM's per-slot dirty log OR-merged with the VMM's own
-// writes, and dirty bits that survive memory map changes (KVM API: KVM_GET_DIRTY_LOG and
-// KVM_MEM_LOG_DIRTY_PAGES in Documentation/virt/kvm/api.rst; Firecracker's "KVM log OR VMM bitmap").
+// Dirty page tracking: word-based page bitmaps, KVM's per-slot dirty log (or its dirty ring's pages)
+// OR-merged with the VMM's own writes, and dirty bits that survive memory map changes (KVM API:
+// KVM_GET_DIRTY_LOG, KVM_CAP_DIRTY_LOG_RING and KVM_MEM_LOG_DIRTY_PAGES in
+// Documentation/virt/kvm/api.rst; Firecracker's "KVM log OR VMM bitmap").
 //
 // Dirty bits are kept per page of each *host allocation*, not per memslot: a page's contents live
 // in its backing, which moves with its region through split, merge, grow, shrink and move. Re-keying
@@ -230,6 +231,29 @@ export class DirtyTracker {
   mergeKvmLog(slot: number, log: KvmDirtyLog): void {
     const s = this.slot(slot, 'merging its KVM dirty log');
     this.hosts.get(s.hostId)!.orKvmLog(log, s.offsetBytes / PAGE_SIZE_BYTES, s.sizeBytes / PAGE_SIZE_BYTES);
+  }
+
+  /**
+   * Records pages of memslot `slot` as dirty, by page number within the slot: what KVM's dirty
+   * ring reports (src/memory/dirty-ring.ts). The ring is written by another party and can name a
+   * slot a map change has since removed, so a slot not in the table and offsets past the slot's
+   * end (or not whole page numbers) are ignored, never thrown at and never marked elsewhere.
+   * Returns the pages marked.
+   */
+  markSlotPages(slot: number, pageOffsets: ArrayLike<number>): number {
+    const s = this.bySlot.get(slot);
+    if (s === undefined) return 0;
+    const bitmap = this.hosts.get(s.hostId)!;
+    const firstHostPage = s.offsetBytes / PAGE_SIZE_BYTES;
+    const pages = s.sizeBytes / PAGE_SIZE_BYTES;
+    let marked = 0;
+    for (let i = 0; i < pageOffsets.length; i++) {
+      const p = pageOffsets[i]!;
+      if (!(Number.isInteger(p) && p >= 0 && p < pages)) continue;
+      bitmap.set(firstHostPage + p);
+      marked++;
+    }
+    return marked;
   }
 
   /**

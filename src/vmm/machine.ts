@@ -53,6 +53,11 @@ export interface MachineConfig {
    * GSI VIRTIO_MMIO_FIRST_IRQ + n). The machine closes them when it goes, even if it fails to start.
    */
   virtio?: readonly VirtioSlotConfig[];
+  /**
+   * Dirty pages from KVM's per-vCPU dirty rings instead of KVM_GET_DIRTY_LOG, where the host has
+   * them (off by default; machine.memoryMap.usesDirtyRing tells whether the host had them).
+   */
+  dirtyRing?: boolean;
 }
 
 export interface MachineResult {
@@ -121,7 +126,9 @@ export class Machine implements ExitHandlers {
       } else this.vm.createInterruptControllers();
       // RAM: below the 32-bit MMIO hole, and the rest from 4 GiB; one host allocation and one
       // region each, committed before any vCPU exists.
-      this.memoryMap = new MemoryMap({ vm: this.vm, makeView: (hva, size) => hv.viewOf(hva, size), vcpus: () => this.vcpus });
+      this.memoryMap = new MemoryMap({
+        vm: this.vm, makeView: (hva, size) => hv.viewOf(hva, size), vcpus: () => this.vcpus, dirtyRing: config.dirtyRing === true,
+      });
       const tx = this.memoryMap.begin();
       layout.ramRegions(config.memoryBytes).forEach((s, i) => {
         const id = `${RAM_REGION_PREFIX}${i}`;

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import type { HvMemslot, HvVcpu, HvVm } from '../hypervisor/types.js';
 import { AddressSpaceError, PAGE_SIZE_BYTES } from '../memory/address-space.js';
-import { MemoryMap, MemoryMapError, memslotFor } from './memory-map.js';
+import { DirtyRingError } from '../memory/dirty-ring.js';
+import { DEFAULT_DIRTY_RING_BYTES, MemoryMap, MemoryMapError, memslotFor } from './memory-map.js';
 
 const MiB = 1 << 20;
 
@@ -29,7 +30,7 @@ class FakeHost {
   };
 }
 
-interface Call { op: string; slot: number; m?: HvMemslot }
+interface Call { op: string; slot: number; m?: HvMemslot; sizeBytes?: number }
 
 class RecordingVm implements Partial<HvVm> {
   readonly calls: Call[] = [];
@@ -200,4 +201,131 @@ test('boot RAM as the machine maps it: slot 0 low RAM from 0, slot 1 the rest fr
     ['create', 1, 0x1_0000_0000, 0x4000_0000, false, false],
   ]);
   assert.equal(vm.calls[1]!.m!.hva, BigInt(0x7f00_0000_0000 + 0x1_0000_0000_0));
+});
+
+/**
+ * The recording hypervisor with dirty rings: the next harvest hands over the entries a test queued
+ * in `ring` (as [slot, pageOffset], exactly as given), and every ring call is recorded. It keeps
+ * no ring of its own and imitates nothing of KVM's: what KVM writes is tested in dirty-ring.test.ts.
+ */
+class RingRecordingVm extends RecordingVm {
+  ringOk = true;
+  onFull: (() => void) | null = null;
+  readonly ring: Array<[number, number]> = [];
+  enableDirtyRing(sizeBytes: number, onFull: () => void) {
+    this.calls.push({ op: 'enable-ring', slot: -1, sizeBytes });
+    if (!this.ringOk) return false;
+    this.onFull = onFull;
+    return true;
+  }
+  harvestDirtyRings(sink: (slot: number, pageOffset: number) => void) {
+    this.calls.push({ op: 'ring', slot: -1 });
+    const entries = this.ring.splice(0);
+    for (const [slot, off] of entries) sink(slot, off);
+    return entries.length;
+  }
+  resetDirtyRings() {
+    this.calls.push({ op: 'reset', slot: -1 });
+    return 0;
+  }
+}
+
+function ringRig(dirtyRing: boolean | { sizeBytes: number } = true) {
+  const host = new FakeHost();
+  const vm = new RingRecordingVm();
+  const map = new MemoryMap({ vm: vm as unknown as HvVm, makeView: host.view, vcpus: () => [], dirtyRing });
+  map.defineHost('a', host.allocate(4 * MiB));
+  map.defineHost('b', host.allocate(4 * MiB));
+  map.defineHost('c', host.allocate(4 * MiB));
+  map.commitNow(map.begin()
+    .add({ id: 'lo', kind: 'ram', gpa: 0, sizeBytes: 4 * MiB, priority: 0, backing: { hostId: 'a', offsetBytes: 0 }, logDirty: true })
+    .add({ id: 'hi', kind: 'ram', gpa: 8 * MiB, sizeBytes: 4 * MiB, priority: 0, backing: { hostId: 'b', offsetBytes: 0 }, logDirty: true }));
+  const slot = (id: string) => map.space.slots().find((s) => s.regionId === id)!.slot;
+  return { vm, map, slot };
+}
+const page = (gpa: number, pages = 1) => ({ gpa, sizeBytes: pages * PAGE_SIZE_BYTES });
+
+test('dirty ring mode: enabled at construction, harvestDirty drains the rings and resets instead of reading logs', () => {
+  const { vm, map, slot } = ringRig();
+  assert.deepEqual(vm.calls[0], { op: 'enable-ring', slot: -1, sizeBytes: DEFAULT_DIRTY_RING_BYTES });
+  assert.equal(map.usesDirtyRing, true);
+  vm.calls.length = 0;
+  vm.ring.push([slot('lo'), 3], [slot('hi'), 0], [slot('lo'), 4], [slot('hi'), 1]);
+  map.noteVmmWrite(8 * MiB + 9 * PAGE_SIZE_BYTES, 1);
+  assert.deepEqual(map.harvestDirty(), [page(3 * PAGE_SIZE_BYTES, 2), page(8 * MiB, 2), page(8 * MiB + 9 * PAGE_SIZE_BYTES)],
+    'ring pages by slot, merged with the VMM\'s own writes as the log path merges them');
+  assert.deepEqual(vm.calls.map((c) => c.op), ['ring', 'reset'], 'no KVM_GET_DIRTY_LOG, and the reset before anyone reads the pages');
+  vm.calls.length = 0;
+  assert.deepEqual(map.harvestDirty(), []);
+  assert.deepEqual(vm.calls.map((c) => c.op), ['ring'], 'an empty harvest has nothing to reset');
+});
+
+test('dirty ring mode: entries naming no slot, or pages past their slot, are counted and ignored', () => {
+  const { vm, map, slot } = ringRig();
+  vm.ring.push([slot('lo'), 1], [31, 0], [(1 << 16) | slot('lo'), 2], [slot('lo'), 1024], [slot('hi'), 2 ** 52]);
+  assert.deepEqual(map.harvestDirty(), [page(PAGE_SIZE_BYTES)]);
+  assert.equal(map.dirtyRingEntriesIgnored, 4);
+});
+
+test('dirty ring mode: a commit that destroys a logging slot drains the rings first, under the old slot numbers', async () => {
+  const { vm, map, slot } = ringRig();
+  const lo = slot('lo');
+  vm.ring.push([lo, 2]);
+  vm.calls.length = 0;
+  // "lo" goes and "new" (another backing) takes the lowest free number: lo's.
+  await map.commit(map.begin().remove('lo')
+    .add({ id: 'new', kind: 'ram', gpa: 32 * MiB, sizeBytes: 4 * MiB, priority: 0, backing: { hostId: 'c', offsetBytes: 0 }, logDirty: true }));
+  assert.equal(slot('new'), lo, 'the slot number is reused');
+  assert.deepEqual(vm.calls.map((c) => c.op), ['ring', 'reset', 'delete', 'create']);
+  assert.deepEqual(map.harvestDirty(), [], 'the entry was lo\'s (held with its whole slot, unmapped now), not page 2 of "new"');
+  // Turning logging off loses the ring's pages for that slot too: drained first.
+  vm.ring.push([slot('hi'), 5]);
+  vm.calls.length = 0;
+  await map.setLogging('hi', false);
+  assert.deepEqual(vm.calls.map((c) => c.op), ['ring', 'reset', 'flags']);
+  const dirty = map.harvestDirty();
+  assert.deepEqual(dirty, [page(8 * MiB, 1024)], 'as with the log: the slot that stopped logging counts dirty whole');
+  // A commit that destroys no logging slot leaves the rings alone.
+  vm.calls.length = 0;
+  await map.commit(map.begin().move('hi', 64 * MiB));
+  assert.deepEqual(vm.calls.map((c) => c.op), ['delete', 'create']);
+});
+
+test('dirty ring mode: a full ring (onFull, on KVM_EXIT_DIRTY_RING_FULL) drains and resets; the pages wait for the next harvest', () => {
+  const { vm, map, slot } = ringRig({ sizeBytes: 16384 });
+  assert.equal(vm.calls[0]!.sizeBytes, 16384);
+  vm.ring.push([slot('hi'), 7]);
+  vm.calls.length = 0;
+  vm.onFull!();
+  assert.deepEqual(vm.calls.map((c) => c.op), ['ring', 'reset']);
+  assert.deepEqual(map.harvestDirty(), [page(8 * MiB + 7 * PAGE_SIZE_BYTES)]);
+});
+
+test('dirty ring asked for on a host without it: KVM_GET_DIRTY_LOG, and usesDirtyRing says so', () => {
+  const host = new FakeHost();
+  const vm = new RingRecordingVm();
+  vm.ringOk = false;
+  const map = new MemoryMap({ vm: vm as unknown as HvVm, makeView: host.view, vcpus: () => [], dirtyRing: true });
+  assert.equal(map.usesDirtyRing, false);
+  assert.equal(map.dirtyRingRequested, true);
+  map.defineHost('a', host.allocate(2 * MiB));
+  map.commitNow(map.begin().add({ id: 'r', kind: 'ram', gpa: 0, sizeBytes: 2 * MiB, priority: 0, backing: { hostId: 'a', offsetBytes: 0 }, logDirty: true }));
+  vm.guestWrite(0x5000);
+  vm.calls.length = 0;
+  assert.deepEqual(map.harvestDirty(), [page(0x5000)]);
+  assert.deepEqual(vm.calls.map((c) => c.op), ['log']);
+});
+
+test('without dirtyRing nothing asks for rings (the default path is unchanged); a bad ring size is refused before any call', () => {
+  const vm = new RingRecordingVm();
+  const map = new MemoryMap({ vm: vm as unknown as HvVm, makeView: () => new ArrayBuffer(0), vcpus: () => [] });
+  assert.equal(map.usesDirtyRing, false);
+  assert.equal(map.dirtyRingRequested, false);
+  new MemoryMap({ vm: vm as unknown as HvVm, makeView: () => new ArrayBuffer(0), vcpus: () => [], dirtyRing: false });
+  assert.deepEqual(vm.calls, []);
+  for (const sizeBytes of [2048, 65536 + 16]) {
+    assert.throws(() => new MemoryMap({ vm: vm as unknown as HvVm, makeView: () => new ArrayBuffer(0), vcpus: () => [], dirtyRing: { sizeBytes } }),
+      (e: unknown) => e instanceof DirtyRingError && e.kind === 'size');
+  }
+  assert.deepEqual(vm.calls, []);
 });

@@ -11,11 +11,16 @@
 // after it. An instruction fetch in the gap fails instead; the vCPU thread sees the map sequence
 // move and enters again (HvVm.beginMapChange). Only vCPUs that touch the changing range wait.
 // `pause-all` pauses every vCPU around the operations: simpler, and the baseline in benchmarks.
+//
+// Dirty pages come from KVM_GET_DIRTY_LOG per logging slot (the default) or, with `dirtyRing`, from
+// KVM's per-vCPU dirty rings (KVM_CAP_DIRTY_LOG_RING) where the host has them: harvests then drain
+// the rings into the same DirtyTracker, and a ring that fills stops its vCPU until it is drained.
 import type { HvMemslot, HvVcpu, HvVm } from '../hypervisor/types.js';
 import {
   AddressSpace, PAGE_SIZE_BYTES, type CommitResult, type GpaRange, type MapTransaction, type MemSlot, type MemslotOp,
 } from '../memory/address-space.js';
 import { DirtyTracker, slotsLosingDirtyLog, type KvmDirtyLog } from '../memory/dirty-bitmap.js';
+import { checkDirtyRingSize } from '../memory/dirty-ring.js';
 import { GuestMemory, type RamRegionSpec, type ViewFactory } from '../memory/guest-memory.js';
 
 export type CommitMode = 'atomic' | 'pause-all';
@@ -60,7 +65,16 @@ export interface MemoryMapOptions {
   makeView: ViewFactory;
   /** the vCPUs to pause in pause-all mode; read at each commit, so vCPUs added later count */
   vcpus: () => readonly HvVcpu[];
+  /**
+   * Take dirty pages from the hypervisor's per-vCPU dirty rings instead of per-slot logs, where the
+   * host has them (off by default; see MemoryMap.usesDirtyRing). The map must be made before any
+   * vCPU exists. `true` gives rings of DEFAULT_DIRTY_RING_BYTES.
+   */
+  dirtyRing?: boolean | { sizeBytes: number };
 }
+
+/** 4096 entries per vCPU: api.rst's recommended minimum, 64 KiB per vCPU. */
+export const DEFAULT_DIRTY_RING_BYTES = 4096 * 16;
 
 export class MemoryMap {
   readonly space: AddressSpace;
@@ -73,12 +87,26 @@ export class MemoryMap {
   /** commits run one after another: pause-all awaits between validation and apply */
   private chain: Promise<unknown> = Promise.resolve();
   private broken: Error | null = null;
+  /**
+   * Whether dirty pages come from the dirty rings: true only when asked for (`dirtyRing`) and the
+   * host has them; false means KVM_GET_DIRTY_LOG, also when rings were asked for and the host
+   * lacks them (compare with dirtyRingRequested to tell).
+   */
+  readonly usesDirtyRing: boolean;
+  readonly dirtyRingRequested: boolean;
+  /** ring entries that named no current slot or a page past its slot's end: ignored */
+  private ringEntriesIgnored = 0;
 
   constructor(opts: MemoryMapOptions) {
     this.vm = opts.vm;
     this.vcpus = opts.vcpus;
     this.space = new AddressSpace({ maxSlots: opts.vm.maxMemslots() });
     this.memory = new GuestMemory([], opts.makeView);
+    this.dirtyRingRequested = opts.dirtyRing !== undefined && opts.dirtyRing !== false;
+    const ringBytes = typeof opts.dirtyRing === 'object' ? opts.dirtyRing.sizeBytes : DEFAULT_DIRTY_RING_BYTES;
+    if (this.dirtyRingRequested) checkDirtyRingSize(ringBytes);
+    // A full ring stops its vCPU until drainDirtyRings has run on this thread.
+    this.usesDirtyRing = this.dirtyRingRequested && opts.vm.enableDirtyRing(ringBytes, () => { this.drainDirtyRings(); });
   }
 
   /** Makes a host allocation available as a backing; it is freed by close(), never while vCPUs may use it. */
@@ -135,13 +163,18 @@ export class MemoryMap {
   }
 
   private apply(ops: readonly MemslotOp[], oldSlots: ReadonlyMap<number, MemSlot>): void {
-    // Logs die with their slot (and when logging stops): read them first.
+    // Logs die with their slot (and when logging stops): read them first. The rings have no
+    // per-slot log, but their entries name slots by number, which a create may reuse: drain them
+    // while the tracker still has the old table.
     const harvested = new Map<number, KvmDirtyLog>();
-    for (const slot of slotsLosingDirtyLog(ops)) {
+    const losing = slotsLosingDirtyLog(ops);
+    if (this.usesDirtyRing && losing.length > 0) this.drainDirtyRings();
+    for (const slot of losing) {
       const old = oldSlots.get(slot)!;
-      harvested.set(slot, this.vm.getDirtyLog(slot, old.sizeBytes / PAGE_SIZE_BYTES));
+      if (!this.usesDirtyRing) harvested.set(slot, this.vm.getDirtyLog(slot, old.sizeBytes / PAGE_SIZE_BYTES));
       // Running vCPUs can still dirty the slot between that read and the delete, and KVM never
-      // reports those writes. Count the whole slot dirty rather than lose one: correctness must not
+      // reports those writes (a ring entry pushed meanwhile names the old slot number, and lands
+      // in whatever slot has that number next, or nowhere: a superset, or ignored). Count the whole slot dirty rather than lose one: correctness must not
       // depend on timing. (Exact in pause-all mode too, where nothing runs: a superset only.)
       this.tracker.markGpa(old.gpa, old.sizeBytes);
     }
@@ -194,13 +227,43 @@ export class MemoryMap {
   /**
    * The guest-physical pages dirtied since the last harvest, sorted and coalesced: KVM's log of
    * every logging slot merged with the VMM's own writes, including pages dirtied in slots that a
-   * map change has since replaced.
+   * map change has since replaced. In ring mode the rings are drained instead of the logs read;
+   * a page a running vCPU dirtied can reach its ring only at that vCPU's next exit (the processor
+   * buffers it), so a harvest with every vCPU paused is complete and one while they run may leave
+   * such a page to the next harvest.
    */
   harvestDirty(): GpaRange[] {
-    for (const s of this.tracker.slots()) {
-      if (s.flags.logDirty) this.tracker.mergeKvmLog(s.slot, this.vm.getDirtyLog(s.slot, s.sizeBytes / PAGE_SIZE_BYTES));
+    if (this.usesDirtyRing) this.drainDirtyRings();
+    else {
+      for (const s of this.tracker.slots()) {
+        if (s.flags.logDirty) this.tracker.mergeKvmLog(s.slot, this.vm.getDirtyLog(s.slot, s.sizeBytes / PAGE_SIZE_BYTES));
+      }
     }
     return this.tracker.harvest();
+  }
+
+  /**
+   * Ring mode: moves every entry of every vCPU's dirty ring into the tracker, by slot, then hands
+   * the entries back (reset) so the hypervisor tracks those pages again; the reset comes before
+   * anyone reads the pages, as the ring protocol requires. Pages a running vCPU dirtied may reach
+   * its ring only at its next exit: a harvest with every vCPU paused is complete. Returns the
+   * entries taken.
+   */
+  private drainDirtyRings(): number {
+    const bySlot = new Map<number, number[]>();
+    const n = this.vm.harvestDirtyRings((slot, pageOffset) => {
+      const pages = bySlot.get(slot);
+      if (pages === undefined) bySlot.set(slot, [pageOffset]);
+      else pages.push(pageOffset);
+    });
+    for (const [slot, pages] of bySlot) this.ringEntriesIgnored += pages.length - this.tracker.markSlotPages(slot, pages);
+    if (n > 0) this.vm.resetDirtyRings();
+    return n;
+  }
+
+  /** Ring mode: entries that named no current slot, or a page past their slot's end, since the map was made. */
+  get dirtyRingEntriesIgnored(): number {
+    return this.ringEntriesIgnored;
   }
 
   /** The RAM regions of the current map (gpa, size, host address). */

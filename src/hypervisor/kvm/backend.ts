@@ -6,7 +6,8 @@ import { EventFd } from '../../kvm/eventfd.js';
 import * as io from '../../kvm/ioctls.js';
 import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
-import { hostView, mapAnonymous, unmap } from '../../kvm/memory.js';
+import { hostView, mapAnonymous, unmap, type HostMapping } from '../../kvm/memory.js';
+import { DirtyRingReader, dirtyRingSizeBytes } from '../../memory/dirty-ring.js';
 import type {
   CpuidEntry, ExitHandlers, HvMemslot, HvVcpu, HvVm, Hypervisor, IrqchipMode, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
 } from '../types.js';
@@ -77,6 +78,9 @@ class KvmVmHandle implements HvVm {
   private readonly mapSeq = new SharedArrayBuffer(4);
   private readonly mapSeqView = new Int32Array(this.mapSeq);
   private msiChecked = false;
+  /** with enableDirtyRing: the ring size, the VMM's drain, and each vCPU's mapped ring */
+  private dirtyRing: { sizeBytes: number; onFull: () => void } | null = null;
+  private readonly rings: Array<{ mapping: HostMapping; reader: DirtyRingReader }> = [];
   constructor(readonly system: KvmSystem, readonly vm: KvmVm) {
     // Intel VMX needs these three pages for real-mode emulation; placed outside RAM, below 4 GiB.
     if (system.checkExtension('KVM_CAP_SET_TSS_ADDR')) vm.setTssAddr(0xfffb_d000);
@@ -104,6 +108,37 @@ class KvmVmHandle implements HvVm {
 
   getDirtyLog(slot: number, pages: number): BigUint64Array {
     return this.vm.getDirtyLog(slot, pages);
+  }
+
+  enableDirtyRing(sizeBytes: number, onFull: () => void): boolean {
+    if (this.vcpus.length > 0 || this.dirtyRing !== null) {
+      throw new KvmError('capability', 'KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING)', 'vm', 0, 'enabling dirty rings',
+        this.dirtyRing !== null ? 'they are enabled already' : 'enable them before creating any vCPU');
+    }
+    // _ACQ_REL where the host has it: the same ring, with the ordering rule DirtyRingReader keeps anyway.
+    const cap = this.system.checkExtension('KVM_CAP_DIRTY_LOG_RING_ACQ_REL') > 0 ? 'KVM_CAP_DIRTY_LOG_RING_ACQ_REL' : 'KVM_CAP_DIRTY_LOG_RING';
+    // KVM_CHECK_EXTENSION answers the largest ring in bytes (0: none).
+    const bytes = dirtyRingSizeBytes(sizeBytes, this.system.checkExtension(cap));
+    if (bytes === 0) return false;
+    this.vm.enableDirtyRing(cap, bytes);
+    this.dirtyRing = { sizeBytes: bytes, onFull };
+    return true;
+  }
+
+  harvestDirtyRings(sink: (slot: number, pageOffset: number) => void): number {
+    let n = 0;
+    for (const r of this.rings) n += r.reader.harvest(sink);
+    return n;
+  }
+
+  resetDirtyRings(): number {
+    return this.dirtyRing === null ? 0 : this.vm.resetDirtyRings();
+  }
+
+  /** KVM_EXIT_DIRTY_RING_FULL on some vCPU, on the main thread. */
+  private dirtyRingFull(): void {
+    if (this.dirtyRing === null) throw new Error('KVM_EXIT_DIRTY_RING_FULL, but this VM has no dirty rings');
+    this.dirtyRing.onFull();
   }
 
   beginMapChange(): void {
@@ -158,7 +193,18 @@ class KvmVmHandle implements HvVm {
 
   createVcpu(index: number): HvVcpu {
     const fd = this.vm.createVcpu(index);
-    const v = new KvmVcpuHandle(KvmVcpu.map(index, fd, this.system.vcpuMmapSize()), this.mapSeq, () => this.vcpus.map((p) => p.peer()));
+    const vcpu = KvmVcpu.map(index, fd, this.system.vcpuMmapSize());
+    if (this.dirtyRing !== null) {
+      let mapping: HostMapping;
+      try {
+        mapping = vcpu.mapDirtyRing(this.dirtyRing.sizeBytes);
+      } catch (e) {
+        vcpu.close();
+        throw e;
+      }
+      this.rings.push({ mapping, reader: new DirtyRingReader(hostView(mapping.hva, mapping.sizeBytes)) });
+    }
+    const v = new KvmVcpuHandle(vcpu, this.mapSeq, () => this.vcpus.map((p) => p.peer()), () => this.dirtyRingFull());
     this.vcpus.push(v);
     return v;
   }
@@ -208,6 +254,7 @@ class KvmVmHandle implements HvVm {
     for (const remove of this.fds.splice(0)) {
       try { remove(); } catch { /* the VM is going away anyway */ }
     }
+    for (const r of this.rings.splice(0)) unmap(r.mapping);
     for (const v of this.vcpus) v.close();
     this.vm.close();
   }
@@ -230,7 +277,8 @@ class KvmVcpuHandle implements HvVcpu {
   /** true while the main thread runs a handler for this vCPU's mailbox request */
   private servingMailbox = false;
 
-  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly peers: () => VcpuPeer[]) {
+  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly peers: () => VcpuPeer[],
+    private readonly dirtyRingFull: () => void) {
     this.index = vcpu.index;
     this.run8 = new Uint8Array(vcpu.runView());
     // No STARTUP IPI yet. Set here, before the thread exists: a SIPI may be posted while it starts.
@@ -327,9 +375,11 @@ class KvmVcpuHandle implements HvVcpu {
           case AccessKind.TimerDue: h.timerDue?.(this.index); break;
           case AccessKind.Idle: h.idle?.(this.index); break;
           case AccessKind.Msr: ctrl[CTRL.MBOX_RESULT] = h.msr?.(this.index, addr, isWrite, data) ? 1 : 0; break;
+          case AccessKind.DirtyRingFull: this.dirtyRingFull(); break;
         }
       } catch (e) {
-        const where = kind === AccessKind.Pio ? `port 0x${addr.toString(16)}` : kind === AccessKind.Mmio ? `gpa 0x${addr.toString(16)}` : `interrupt controller request ${kind}`;
+        const where = kind === AccessKind.Pio ? `port 0x${addr.toString(16)}` : kind === AccessKind.Mmio ? `gpa 0x${addr.toString(16)}`
+          : kind === AccessKind.DirtyRingFull ? 'the dirty rings (KVM_EXIT_DIRTY_RING_FULL)' : `interrupt controller request ${kind}`;
         h.fatal(this.index, `device error on ${where}: ${(e as Error).message}`);
       } finally {
         this.servingMailbox = false;

@@ -75,8 +75,9 @@ export const enum Mbox { Idle = 0, Request = 1, Response = 2 }
  * What the worker forwards through the mailbox: device accesses, and with a userspace irqchip the
  * interrupt acknowledge cycle (the VMM answers the vector, as int32 data, -1 for none), a due
  * timer, and an idle point (the vCPU halted; the VMM may run deferred work before answering).
+ * DirtyRingFull: KVM_EXIT_DIRTY_RING_FULL; the VMM answers once it has harvested and reset the rings.
  */
-export const enum AccessKind { Pio = 1, Mmio = 2, Inta = 3, TimerDue = 4, Idle = 5, Msr = 6 }
+export const enum AccessKind { Pio = 1, Mmio = 2, Inta = 3, TimerDue = 4, Idle = 5, Msr = 6, DirtyRingFull = 7 }
 
 /** Signal used to kick a vCPU out of KVM_RUN: SIGRTMIN + 6, clear of glibc's and Node's own use. */
 export const SIG_KICK = 40;

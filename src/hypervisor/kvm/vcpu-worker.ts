@@ -477,6 +477,11 @@ function dispatch(): boolean {
     }
     case abi.KVM_EXIT_INTR:
       return true;
+    case abi.KVM_EXIT_DIRTY_RING_FULL:
+      // KVM would only exit again: the main thread harvests every ring and resets them before it
+      // answers, and only then does this vCPU enter again.
+      ask(AccessKind.DirtyRingFull);
+      return true;
     default:
       fatal(`unhandled exit KVM_EXIT_${abi.KVM_EXIT_NAMES[reason] ?? reason}`);
       return false;
