@@ -329,3 +329,29 @@ test('without dirtyRing nothing asks for rings (the default path is unchanged); 
   }
   assert.deepEqual(vm.calls, []);
 });
+
+test('harvestDirtyComplete in ring mode kicks every running vCPU and waits for each to see its kick before draining', async () => {
+  const events: string[] = [];
+  const vcpu = (i: number, state: string) => {
+    let seq = 0;
+    let ack = 0;
+    return {
+      state: () => state,
+      kick: () => { seq++; events.push(`kick ${i}`); setTimeout(() => { ack = seq; events.push(`ack ${i}`); }, 5); },
+      stats: () => ({ kickSeq: seq, kickAck: ack }),
+    } as unknown as HvVcpu;
+  };
+  const host = new FakeHost();
+  const vm = new RingRecordingVm();
+  const vcpus = [vcpu(0, 'running'), vcpu(1, 'paused'), vcpu(2, 'running')];
+  const map = new MemoryMap({ vm: vm as unknown as HvVm, makeView: host.view, vcpus: () => vcpus, dirtyRing: true });
+  map.defineHost('a', host.allocate(4 * MiB));
+  map.commitNow(map.begin().add({ id: 'r', kind: 'ram', gpa: 0, sizeBytes: 4 * MiB, priority: 0, backing: { hostId: 'a', offsetBytes: 0 }, logDirty: true }));
+  const origHarvest = vm.harvestDirtyRings.bind(vm);
+  vm.harvestDirtyRings = (sink) => { events.push('drain'); return origHarvest(sink); };
+  vm.ring.push([0, 7]);
+  assert.deepEqual(await map.harvestDirtyComplete(), [page(7 * PAGE_SIZE_BYTES)]);
+  assert.deepEqual(events.slice(0, 2), ['kick 0', 'kick 2'], 'the paused vCPU is not kicked');
+  assert.equal(events.at(-1), 'drain', 'the drain comes after both acknowledgements');
+  assert.ok(events.indexOf('ack 0') < events.indexOf('drain') && events.indexOf('ack 2') < events.indexOf('drain'));
+});

@@ -243,6 +243,25 @@ export class MemoryMap {
   }
 
   /**
+   * harvestDirty(), complete while vCPUs run. In ring mode each running vCPU is kicked first and
+   * waited for: the exit a kick forces flushes the pages the processor buffered (Intel PML) into
+   * its ring, as QEMU does before reaping (kvm_dirty_ring_reap). A deliberate exit, not a hope for
+   * a spurious one. In log mode KVM_GET_DIRTY_LOG already makes every vCPU flush, so nothing waits.
+   */
+  async harvestDirtyComplete(timeoutMs = 1000): Promise<GpaRange[]> {
+    if (this.usesDirtyRing) {
+      const running = this.vcpus().filter((v) => v.state() === 'running');
+      const seen = running.map((v) => { v.kick(); return v.stats().kickSeq; });
+      const end = Date.now() + timeoutMs;
+      while (running.some((v, i) => v.state() === 'running' && v.stats().kickAck < seen[i]!)) {
+        if (Date.now() > end) throw new MemoryMapError('inconsistent', `harvesting the dirty rings: a vCPU did not take its kick within ${timeoutMs} ms; its last pages may be missing`);
+        await new Promise((res) => setImmediate(res));
+      }
+    }
+    return this.harvestDirty();
+  }
+
+  /**
    * Ring mode: moves every entry of every vCPU's dirty ring into the tracker, by slot, then hands
    * the entries back (reset) so the hypervisor tracks those pages again; the reset comes before
    * anyone reads the pages, as the ring protocol requires. Pages a running vCPU dirtied may reach
