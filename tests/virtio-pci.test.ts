@@ -15,35 +15,19 @@ import test from 'node:test';
 import * as layout from '../src/boot/layout.js';
 import { VIRTIO_PCI_COMMON_CFG } from '../src/virtio/pci.js';
 import { parseDiskSpec, prepareVirtio } from '../src/vmm/virtio-options.js';
-import { guestPath, guestSourceDir } from './guests/index.js';
+import { guestPath } from './guests/index.js';
 import { kvmSkip } from './kvm-available.js';
 import { cliPath } from './repo.js';
 import { runGuestFile, type GuestRun } from './run-guest.js';
+import { GUEST_PATTERN_BYTES, GUEST_PATTERN_SECTOR, HOST_PATTERN_SECTOR, SECTOR, guestHeaderDefines, guestPattern, makeDisk as makeDiskIn } from './virtio-guest-disk.js';
 
-const SECTOR = 512;
-const HOST_PATTERN_SECTOR = 16;
-const GUEST_PATTERN_SECTOR = 8;
-const GUEST_PATTERN_BYTES = 1024;
-const hostPattern = (i: number) => (i * 31 + 7) & 0xff;
-const guestPattern = (i: number) => ((i * 7) ^ 0xa5) & 0xff;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-virtio-pci-'));
 
-function makeDisk(name: string): string {
-  const p = path.join(tmp, name);
-  const b = Buffer.alloc(64 * 1024);
-  for (let i = 0; i < SECTOR; i++) b[HOST_PATTERN_SECTOR * SECTOR + i] = hostPattern(i);
-  fs.writeFileSync(p, b);
-  return p;
-}
+const makeDisk = (name: string) => makeDiskIn(tmp, name);
 
 test('the test guest\'s common configuration offsets are the transport\'s (virtio-pci.h against src/virtio/pci.ts)', () => {
-  const header = fs.readFileSync(path.join(guestSourceDir(), 'common', 'virtio-pci.h'), 'utf8');
-  const define = (name: string) => {
-    const m = new RegExp(`#define ${name} (0x[0-9a-f]+|\\d+)u?l?\\b`).exec(header);
-    assert.ok(m, `${name} in virtio-pci.h`);
-    return Number(m[1]);
-  };
+  const define = guestHeaderDefines('virtio-pci.h');
   const fields: Array<[string, Parameters<typeof VIRTIO_PCI_COMMON_CFG.offsetOf>[0]]> = [
     ['DFSELECT', 'device_feature_select'], ['DF', 'device_feature'], ['GFSELECT', 'guest_feature_select'], ['GF', 'guest_feature'],
     ['MSIX', 'msix_config'], ['NUMQ', 'num_queues'], ['STATUS', 'device_status'], ['Q_SELECT', 'queue_select'], ['Q_SIZE', 'queue_size'],

@@ -11,39 +11,21 @@ import { spawnSync } from 'node:child_process';
 import test from 'node:test';
 import * as layout from '../src/boot/layout.js';
 import { parseDiskSpec, prepareVirtio } from '../src/vmm/virtio-options.js';
-import { guestPath, guestSourceDir } from './guests/index.js';
+import { guestPath } from './guests/index.js';
 import { kvmSkip } from './kvm-available.js';
 import { cliPath } from './repo.js';
 import { runGuestFile, type GuestRun } from './run-guest.js';
+import { GUEST_PATTERN_BYTES, GUEST_PATTERN_SECTOR, HOST_PATTERN_SECTOR, SECTOR, guestHeaderDefines, guestPattern, makeDisk as makeDiskIn } from './virtio-guest-disk.js';
 
-const SECTOR = 512;
-/** What the guest checks at sector 16 (virtio.c host_pattern) and writes at sectors 8-9 (guest_pattern). */
-const HOST_PATTERN_SECTOR = 16;
-const GUEST_PATTERN_SECTOR = 8;
-const GUEST_PATTERN_BYTES = 1024;
-const hostPattern = (i: number) => (i * 31 + 7) & 0xff;
-const guestPattern = (i: number) => ((i * 7) ^ 0xa5) & 0xff;
 const GREETING = 'hello from the virtio console\n';
 const HOST_LINE = 'ping from host';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-virtio-'));
 
-/** A 64 KiB raw image with the host pattern at sector 16 and zeros elsewhere. */
-function makeDisk(name: string): string {
-  const p = path.join(tmp, name);
-  const b = Buffer.alloc(64 * 1024);
-  for (let i = 0; i < SECTOR; i++) b[HOST_PATTERN_SECTOR * SECTOR + i] = hostPattern(i);
-  fs.writeFileSync(p, b);
-  return p;
-}
+const makeDisk = (name: string) => makeDiskIn(tmp, name);
 
 test('the slot layout the test guest probes is the machine\'s (virtio-mmio.h against layout.ts)', () => {
-  const header = fs.readFileSync(path.join(guestSourceDir(), 'common', 'virtio-mmio.h'), 'utf8');
-  const define = (name: string) => {
-    const m = new RegExp(`#define ${name} (0x[0-9a-f]+|\\d+)u?l?\\b`).exec(header);
-    assert.ok(m, `${name} in virtio-mmio.h`);
-    return Number(m[1]);
-  };
+  const define = guestHeaderDefines('virtio-mmio.h');
   assert.equal(define('VIRTIO_MMIO_BASE_GPA'), layout.VIRTIO_MMIO_BASE_GPA);
   assert.equal(define('VIRTIO_MMIO_STRIDE_BYTES'), layout.VIRTIO_MMIO_STRIDE_BYTES);
   assert.equal(define('VIRTIO_MMIO_SLOTS'), layout.VIRTIO_MMIO_SLOTS);
