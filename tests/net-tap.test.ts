@@ -6,26 +6,15 @@
 // out of the other TAP through the fd's poll and non-blocking reads, whole and in order, and a
 // guest driver's transmit on one virtio-net device lands in the receive buffers of the other.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import test from 'node:test';
 import { TapDevice } from '../src/kvm/tap.js';
 import { MmioHarness } from '../src/virtio/guest-driver.js';
 import { VIRTIO_NET_HDR_V1, VIRTIO_NET_RECEIVEQ, VIRTIO_NET_TRANSMITQ, VirtioNet, parseMac } from '../src/virtio/net.js';
+import { ETHERTYPE_LOCAL_EXPERIMENTAL, isTestFrame, makePrivateBridge, removeBridge } from './private-bridge.js';
 import { tapSkip } from './tap-available.js';
 
-const ETHERTYPE_LOCAL_EXPERIMENTAL = 0x88b5;
 const HDR = VIRTIO_NET_HDR_V1.sizeBytes;
 
-function ip(...args: string[]): void {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
-}
-
-function noIpv6(name: string): void {
-  const knob = `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`;
-  if (fs.existsSync(knob)) fs.writeFileSync(knob, '1');
-}
 
 function ethFrame(dst: Uint8Array, src: Uint8Array, payloadBytes: number, seed: number): Uint8Array {
   const f = new Uint8Array(14 + payloadBytes);
@@ -37,7 +26,7 @@ function ethFrame(dst: Uint8Array, src: Uint8Array, payloadBytes: number, seed: 
   return f;
 }
 
-const ours = (f: Uint8Array) => f.length >= 14 && (f[12]! << 8 | f[13]!) === ETHERTYPE_LOCAL_EXPERIMENTAL;
+const ours = isTestFrame;
 
 async function until(what: string, done: () => boolean, timeoutMs = 3000): Promise<void> {
   const start = Date.now();
@@ -55,15 +44,11 @@ function bridgedPair(): { a: TapDevice; b: TapDevice; cleanup(): void } {
   const cleanup = () => {
     a.close();
     b?.close();
-    spawnSync('ip', ['link', 'del', br]);
+    removeBridge(br);
   };
   try {
     b = TapDevice.open(`tsvb${process.pid}`);
-    ip('link', 'add', br, 'type', 'bridge');
-    for (const n of [br, a.name, b.name]) noIpv6(n);
-    ip('link', 'set', a.name, 'master', br);
-    ip('link', 'set', b.name, 'master', br);
-    for (const n of [a.name, b.name, br]) ip('link', 'set', n, 'up');
+    makePrivateBridge(br, [a.name, b.name]);
     return { a, b, cleanup };
   } catch (e) {
     cleanup();

@@ -8,7 +8,6 @@
 // the guest driver itself is known good wherever QEMU is installed.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import test from 'node:test';
 import { TapDevice } from '../src/kvm/tap.js';
 import { formatMac } from '../src/virtio/net.js';
@@ -16,14 +15,10 @@ import { defaultMac, parseNetSpec, prepareVirtio } from '../src/vmm/virtio-optio
 import { guestPath } from './guests/index.js';
 import { kvmSkip } from './kvm-available.js';
 import { runGuestFile } from './run-guest.js';
+import { ip, isTestFrame, makePrivateBridge, removeBridge } from './private-bridge.js';
 import { tapSkip } from './tap-available.js';
 
-function ip(...args: string[]): void {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
-}
-
-const ours = (f: Uint8Array) => f.length >= 14 && f[12] === 0x88 && f[13] === 0xb5;
+const ours = isTestFrame;
 
 test('virtio-net guest: hello out through the TAP, a host frame in with a zeroed header, echoed back', { skip: kvmSkip || tapSkip }, async () => {
   const br = `tsvgb${process.pid}`;
@@ -34,14 +29,7 @@ test('virtio-net guest: hello out through the TAP, a host frame in with a zeroed
   const b = TapDevice.open(`tsvgh${process.pid}`);
   const seen: Uint8Array[] = [];
   try {
-    ip('link', 'add', br, 'type', 'bridge');
-    for (const n of [br, nameA, b.name]) {
-      const knob = `/proc/sys/net/ipv6/conf/${n}/disable_ipv6`;
-      if (fs.existsSync(knob)) fs.writeFileSync(knob, '1');
-    }
-    ip('link', 'set', nameA, 'master', br);
-    ip('link', 'set', b.name, 'master', br);
-    for (const n of [nameA, b.name, br]) ip('link', 'set', n, 'up');
+    makePrivateBridge(br, [nameA, b.name]);
     const answer = new Uint8Array(80);
     answer.set(guestMac, 0);
     answer.set(hostMac, 6);
@@ -71,7 +59,7 @@ test('virtio-net guest: hello out through the TAP, a host frame in with a zeroed
   } finally {
     b.close();
     for (const c of virtio.configs) c.close?.(); // once only: a no-op when the machine closed it
-    spawnSync('ip', ['link', 'del', br]);
+    removeBridge(br);
   }
 });
 
@@ -86,14 +74,7 @@ test('the virtio guest\'s net driver against QEMU\'s virtio-net-device (TCG, on 
   const b = TapDevice.open(`tsvqh${process.pid}`);
   const seen: Uint8Array[] = [];
   try {
-    ip('link', 'add', br, 'type', 'bridge');
-    for (const n of [br, nameA, b.name]) {
-      const knob = `/proc/sys/net/ipv6/conf/${n}/disable_ipv6`;
-      if (fs.existsSync(knob)) fs.writeFileSync(knob, '1');
-    }
-    ip('link', 'set', nameA, 'master', br);
-    ip('link', 'set', b.name, 'master', br);
-    for (const n of [nameA, b.name, br]) ip('link', 'set', n, 'up');
+    makePrivateBridge(br, [nameA, b.name]);
     const answer = new Uint8Array(80);
     answer.set(guestMac, 0);
     answer.set(hostMac, 6);
@@ -125,7 +106,7 @@ test('the virtio guest\'s net driver against QEMU\'s virtio-net-device (TCG, on 
     assert.deepEqual(seen[1]!.subarray(0, 12), Uint8Array.from([...hostMac, ...guestMac]));
   } finally {
     b.close();
-    spawnSync('ip', ['link', 'del', br]);
+    removeBridge(br);
     spawnSync('ip', ['tuntap', 'del', nameA, 'mode', 'tap']);
   }
 });
