@@ -10,7 +10,7 @@ import {
   VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VirtioBlock, type BlockBackend,
 } from './block.js';
 import { FileBlockBackend } from './block-file.js';
-import { LINUX_RING_FEATURES, MmioHarness, type SplitRingDriver } from './guest-driver.js';
+import { LINUX_RING_FEATURES, MmioHarness, blkRequestHeader, type SplitRingDriver } from './guest-driver.js';
 import { VIRTIO_MMIO_INT_VRING } from './mmio.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET, featureBit, hasFeature } from './virtio.js';
 import { VirtioError } from './virtio-error.js';
@@ -85,13 +85,6 @@ class AsyncDisk implements BlockBackend {
 const SECTOR = 512;
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-function header(type: number, sector: number | bigint): Uint8Array {
-  const h = new Uint8Array(16);
-  const v = new DataView(h.buffer);
-  v.setUint32(0, type, true);
-  v.setBigUint64(8, BigInt(sector), true);
-  return h;
-}
 
 function segment(sector: number, sectors: number, flags = 0): Uint8Array {
   const s = new Uint8Array(16);
@@ -119,7 +112,7 @@ function blockBench(options: { backend?: BlockBackend; readonly?: boolean; seria
   const submit = (type: number, sector: number | bigint, data: { out?: Uint8Array[]; inLens?: number[] } = {}) => {
     const status = h.buffer(1, 0xff);
     const ins = (data.inLens ?? []).map((n) => h.buffer(n, 0xee));
-    const head = ring!.add([h.bytes(header(type, sector)), ...(data.out ?? []).map((b) => h.bytes(b))], [...ins, status]);
+    const head = ring!.add([h.bytes(blkRequestHeader(type, sector)), ...(data.out ?? []).map((b) => h.bytes(b))], [...ins, status]);
     h.driver.notify(0);
     return { head, status, ins };
   };
@@ -169,7 +162,7 @@ test('any descriptor layout: header and data in one buffer, data and status in o
   const b = blockBench();
   const payload = new Uint8Array(SECTOR).fill(0x5a);
   const one = new Uint8Array(16 + SECTOR);
-  one.set(header(VIRTIO_BLK_T_OUT, 1));
+  one.set(blkRequestHeader(VIRTIO_BLK_T_OUT, 1));
   one.set(payload, 16);
   const status = b.h.buffer(1, 0xff);
   b.ring.add([b.h.bytes(one)], [status]);
@@ -178,7 +171,7 @@ test('any descriptor layout: header and data in one buffer, data and status in o
   assert.equal(b.h.read(status)[0], VIRTIO_BLK_S_OK);
   assert.deepEqual(b.disk.bytes.subarray(SECTOR, 2 * SECTOR), payload);
   const both = b.h.buffer(SECTOR + 1, 0xff);
-  b.ring.add([b.h.bytes(header(VIRTIO_BLK_T_IN, 1))], [both]);
+  b.ring.add([b.h.bytes(blkRequestHeader(VIRTIO_BLK_T_IN, 1))], [both]);
   b.h.driver.notify(0);
   assert.equal(b.ring.getBuf()?.len, SECTOR + 1);
   const back = b.h.read(both);
@@ -268,7 +261,7 @@ test('unknown request types are UNSUPP; a failing backend is IOERR and the devic
 
 test('a request without room for header or status: DEVICE_NEEDS_RESET', () => {
   const b = blockBench();
-  b.ring.add([b.h.bytes(header(VIRTIO_BLK_T_IN, 0))], []);
+  b.ring.add([b.h.bytes(blkRequestHeader(VIRTIO_BLK_T_IN, 0))], []);
   b.h.driver.notify(0);
   assert.ok(b.h.driver.status & VIRTIO_CONFIG_S_NEEDS_RESET);
   assert.deepEqual(b.h.errors.map((e) => e.kind), ['bad-request']);

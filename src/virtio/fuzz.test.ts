@@ -19,7 +19,7 @@ import {
   VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VirtioBlock, type BlockBackend,
 } from './block.js';
 import { VirtioConsole } from './console.js';
-import { BumpAllocator, MmioDriver, RecordingGuestMemory, SplitRingDriver, type Sg } from './guest-driver.js';
+import { BumpAllocator, MmioDriver, Prng, RecordingGuestMemory, SplitRingDriver, blkRequestHeader, type Sg } from './guest-driver.js';
 import * as mmio from './mmio.js';
 import { VirtioNet, type NetBackend } from './net.js';
 import { VirtioRng } from './rng.js';
@@ -37,36 +37,6 @@ import {
 const STEPS_PER_DEVICE = 20_000;
 const QUEUE_SIZE = 64;
 
-/** xorshift32: small, fast, and the same sequence on every machine. */
-class Prng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
-  u32(): number {
-    let s = this.s;
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    this.s = s >>> 0;
-    return this.s;
-  }
-  int(n: number): number {
-    return n <= 0 ? 0 : this.u32() % n;
-  }
-  range(lo: number, hi: number): number {
-    return lo + this.int(hi - lo + 1);
-  }
-  chance(p: number): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-  bytes(n: number): Uint8Array {
-    return Uint8Array.from({ length: n }, () => this.u32() & 0xff);
-  }
-}
 
 // Guest RAM: two regions with a hole between them, so addresses in the hole are outside RAM.
 const RAM = [{ gpa: 0, sizeBytes: 0x10000 }, { gpa: 0x20000, sizeBytes: 0x2000 }];
@@ -695,13 +665,6 @@ class FuzzDisk implements BlockBackend {
   writeZeroes(offset: number, length: number): void { this.bytes.fill(0, offset, offset + length); }
 }
 
-function blkHeader(type: number, sector: number): Uint8Array {
-  const h = new Uint8Array(16);
-  const v = new DataView(h.buffer);
-  v.setUint32(0, type, true);
-  v.setBigUint64(8, BigInt(sector), true);
-  return h;
-}
 
 const blockProfile: Profile = {
   name: 'virtio-blk',
@@ -721,14 +684,14 @@ const blockProfile: Profile = {
     switch (kind) {
       case 0: {
         const data = [rig.buffer(256), rig.buffer(sectors * 512 - 256)];
-        return { out: [rig.buffer(16, blkHeader(VIRTIO_BLK_T_IN, sector))], inBufs: [...data, status], check: done(VIRTIO_BLK_S_OK, sectors * 512 + 1) };
+        return { out: [rig.buffer(16, blkRequestHeader(VIRTIO_BLK_T_IN, sector))], inBufs: [...data, status], check: done(VIRTIO_BLK_S_OK, sectors * 512 + 1) };
       }
       case 1: {
         const data = rig.buffer(sectors * 512, r.bytes(sectors * 512));
-        return { out: [rig.buffer(16, blkHeader(VIRTIO_BLK_T_OUT, sector)), data], inBufs: [status], check: done(VIRTIO_BLK_S_OK, 1) };
+        return { out: [rig.buffer(16, blkRequestHeader(VIRTIO_BLK_T_OUT, sector)), data], inBufs: [status], check: done(VIRTIO_BLK_S_OK, 1) };
       }
-      case 2: return { out: [rig.buffer(16, blkHeader(VIRTIO_BLK_T_FLUSH, 0))], inBufs: [status], check: done(VIRTIO_BLK_S_OK, 1) };
-      case 3: return { out: [rig.buffer(16, blkHeader(VIRTIO_BLK_T_GET_ID, 0))], inBufs: [rig.buffer(20), status], check: done(VIRTIO_BLK_S_OK, 21) };
+      case 2: return { out: [rig.buffer(16, blkRequestHeader(VIRTIO_BLK_T_FLUSH, 0))], inBufs: [status], check: done(VIRTIO_BLK_S_OK, 1) };
+      case 3: return { out: [rig.buffer(16, blkRequestHeader(VIRTIO_BLK_T_GET_ID, 0))], inBufs: [rig.buffer(20), status], check: done(VIRTIO_BLK_S_OK, 21) };
       case 4:
       case 5: {
         const seg = new Uint8Array(16);
@@ -736,10 +699,10 @@ const blockProfile: Profile = {
         v.setBigUint64(0, BigInt(sector), true);
         v.setUint32(8, sectors, true);
         const type = kind === 4 ? VIRTIO_BLK_T_DISCARD : VIRTIO_BLK_T_WRITE_ZEROES;
-        return { out: [rig.buffer(16, blkHeader(type, 0)), rig.buffer(16, seg)], inBufs: [status], check: done(VIRTIO_BLK_S_OK, 1) };
+        return { out: [rig.buffer(16, blkRequestHeader(type, 0)), rig.buffer(16, seg)], inBufs: [status], check: done(VIRTIO_BLK_S_OK, 1) };
       }
-      case 6: return { out: [rig.buffer(16, blkHeader(VIRTIO_BLK_T_IN, DISK_SECTORS))], inBufs: [rig.buffer(512), status], check: done(VIRTIO_BLK_S_IOERR, 0) };
-      default: return { out: [rig.buffer(16, blkHeader(0x77, 0))], inBufs: [status], check: done(VIRTIO_BLK_S_UNSUPP, 0) };
+      case 6: return { out: [rig.buffer(16, blkRequestHeader(VIRTIO_BLK_T_IN, DISK_SECTORS))], inBufs: [rig.buffer(512), status], check: done(VIRTIO_BLK_S_IOERR, 0) };
+      default: return { out: [rig.buffer(16, blkRequestHeader(0x77, 0))], inBufs: [status], check: done(VIRTIO_BLK_S_UNSUPP, 0) };
     }
   },
 };

@@ -10,6 +10,7 @@ import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit, hasFeature, type VirtioDevice,
 } from './virtio.js';
+import { VIRTIO_BLK_OUTHDR } from './block.js';
 import type { VirtioError } from './virtio-error.js';
 import {
   VIRTQ_AVAIL, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
@@ -434,4 +435,54 @@ export class MmioHarness extends HarnessRam {
     return rings;
   }
 
+}
+
+/** The request header a virtio-blk driver puts first (struct virtio_blk_outhdr), as Linux fills it. */
+export function blkRequestHeader(type: number, sector: number | bigint): Uint8Array {
+  const h = new Uint8Array(VIRTIO_BLK_OUTHDR.sizeBytes);
+  const v = new DataView(h.buffer);
+  v.setUint32(VIRTIO_BLK_OUTHDR.offsetOf('type'), type, true);
+  v.setBigUint64(VIRTIO_BLK_OUTHDR.offsetOf('sector'), BigInt(sector), true);
+  return h;
+}
+
+/** xorshift32 for the fuzz tests: small, fast, and the same sequence on every machine. */
+export class Prng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
+  u32(): number {
+    let s = this.s;
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    this.s = s >>> 0;
+    return this.s;
+  }
+  int(n: number): number {
+    return n <= 0 ? 0 : this.u32() % n;
+  }
+  range(lo: number, hi: number): number {
+    return lo + this.int(hi - lo + 1);
+  }
+  chance(p: number): boolean {
+    return this.u32() / 0x1_0000_0000 < p;
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)]!;
+  }
+  bytes(n: number): Uint8Array {
+    return Uint8Array.from({ length: n }, () => this.u32() & 0xff);
+  }
+  /** A register value of `len` bytes, biased to the interesting ones: all-ones, 0, small. */
+  value(len: number): number {
+    const all = len === 4 ? 0xffff_ffff : (1 << (8 * len)) - 1;
+    switch (this.int(5)) {
+      case 0: return all;
+      case 1: return 0;
+      case 2: return this.int(8);
+      default: return this.u32() & all;
+    }
+  }
 }

@@ -19,6 +19,7 @@ import {
 } from '../pci/msix.js';
 import { VIRTIO_BLK_T_IN, VirtioBlock } from './block.js';
 import { VirtioConsole } from './console.js';
+import { Prng } from './guest-driver.js';
 import { HARNESS_BAR_WINDOW, HARNESS_ECAM_GPA, PciHarness } from './pci-guest-driver.js';
 import { VIRTIO_PCI_COMMON_CFG, VIRTIO_PCI_MSIX_TABLE_OFFSET, type CommonCfgField } from './pci.js';
 import { VirtioRng } from './rng.js';
@@ -30,31 +31,6 @@ const CLEAN_EVERY = 150;
 const FRESH_EVERY = 1500;
 const RAM = [{ gpa: 0, sizeBytes: 0x40000 }, { gpa: 0x50000, sizeBytes: 0x4000 }];
 
-/** xorshift32: small, fast, and the same sequence on every machine. */
-class Prng {
-  private s: number;
-  constructor(seed: number) { this.s = seed >>> 0 || 1; }
-  u32(): number {
-    let s = this.s;
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    this.s = s >>> 0;
-    return this.s;
-  }
-  int(n: number): number { return n <= 0 ? 0 : this.u32() % n; }
-  chance(p: number): boolean { return this.u32() / 0x1_0000_0000 < p; }
-  pick<T>(items: readonly T[]): T { return items[this.int(items.length)]!; }
-  value(len: number): number {
-    const all = len === 4 ? 0xffff_ffff : (1 << (8 * len)) - 1;
-    switch (this.int(5)) {
-      case 0: return all;
-      case 1: return 0;
-      case 2: return this.int(8);
-      default: return this.u32() & all;
-    }
-  }
-}
 
 const COMMON_FIELDS: readonly CommonCfgField[] = [
   'device_feature_select', 'device_feature', 'guest_feature_select', 'guest_feature', 'msix_config', 'num_queues',

@@ -3,7 +3,7 @@ import test from 'node:test';
 import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE } from '../pci/config-space.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VirtioBlock } from './block.js';
 import { VirtioConsole } from './console.js';
-import { MmioHarness } from './guest-driver.js';
+import { MmioHarness, blkRequestHeader } from './guest-driver.js';
 import { PciHarness, msiMessage } from './pci-guest-driver.js';
 import {
   VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_BAR_SIZE_BYTES, VIRTIO_PCI_ISR_CONFIG, VIRTIO_PCI_ISR_QUEUE, VirtioPci,
@@ -33,13 +33,6 @@ function memDisk(sectors: number) {
   };
 }
 
-function blkHeader(type: number, sector: number): Uint8Array {
-  const h = new Uint8Array(16);
-  const v = new DataView(h.buffer);
-  v.setUint32(0, type, true);
-  v.setBigUint64(8, BigInt(sector), true);
-  return h;
-}
 
 test('identity: 1af4:1040+type, revision 1, class per type, INTA#, one 64-bit BAR of 32 KiB', () => {
   const cases: Array<[VirtioDevice, number, number]> = [
@@ -174,7 +167,7 @@ for (const mode of ['msix', 'intx'] as const) {
     };
     const data = Uint8Array.from({ length: 2 * SECTOR }, (_, i) => (i * 13) & 0xff);
     const status = h.buffer(1, 0xff);
-    ring!.add([h.bytes(blkHeader(VIRTIO_BLK_T_OUT, 3)), h.bytes(data)], [status]);
+    ring!.add([h.bytes(blkRequestHeader(VIRTIO_BLK_T_OUT, 3)), h.bytes(data)], [status]);
     h.driver.notifyQueue(0);
     assert.ok(interrupted(), 'one interrupt for the write');
     assert.deepEqual(ring!.getBuf()?.len, 1);
@@ -182,7 +175,7 @@ for (const mode of ['msix', 'intx'] as const) {
     assert.deepEqual(disk.bytes.subarray(3 * SECTOR, 5 * SECTOR), data);
     const back = h.buffer(2 * SECTOR);
     const status2 = h.buffer(1, 0xff);
-    ring!.add([h.bytes(blkHeader(VIRTIO_BLK_T_IN, 3))], [back, status2]);
+    ring!.add([h.bytes(blkRequestHeader(VIRTIO_BLK_T_IN, 3))], [back, status2]);
     h.driver.notifyQueue(0);
     assert.ok(interrupted(), 'one interrupt for the read');
     assert.equal(ring!.getBuf()?.len, 2 * SECTOR + 1);
