@@ -8,13 +8,13 @@ import test from 'node:test';
 import { buildPvhElf } from '../src/guest/elf-image.js';
 import { guestPath } from './guests/index.js';
 import { cliPath } from './repo.js';
-import { kvmSkip } from './kvm-available.js';
+import { kvmSkip, scaled } from './kvm-available.js';
 import { tapSkip } from './tap-available.js';
 
 function tsvmm(args: string[], opts: { env?: Record<string, string>; asUser?: number } = {}) {
   const argv = opts.asUser === undefined ? [process.execPath, cliPath, ...args]
     : ['setpriv', `--reuid=${opts.asUser}`, `--regid=${opts.asUser}`, '--clear-groups', process.execPath, cliPath, ...args];
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, ...opts.env }, timeout: 120000 });
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, ...opts.env }, timeout: scaled(120000) });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

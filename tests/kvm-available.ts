@@ -24,3 +24,20 @@ function probe(): string | false {
 
 /** false when KVM is usable; otherwise why the KVM tests are skipped */
 export const kvmSkip: string | false = probe();
+
+/**
+ * Multiplier for the KVM tests' time bounds, from TSVMM_TEST_TIME_SCALE (default 1). The bounds
+ * catch hangs; they are not speed claims. A KVM that is itself emulated (the KVM lab,
+ * tests/kvm-lab/run.sh, runs KVM inside QEMU TCG at a few hundred µs per exit) needs them longer.
+ */
+export const testTimeScale: number = (() => {
+  const raw = process.env.TSVMM_TEST_TIME_SCALE;
+  const n = raw === undefined ? 1 : Number(raw);
+  if (!Number.isFinite(n) || n < 1) throw new Error(`TSVMM_TEST_TIME_SCALE=${raw} is not a number >= 1; unset it or give e.g. 10`);
+  return n;
+})();
+
+/** `ms` scaled by TSVMM_TEST_TIME_SCALE */
+export function scaled(ms: number): number {
+  return Math.round(ms * testTimeScale);
+}

@@ -8,7 +8,7 @@ import type { GpaRange } from '../src/memory/address-space.js';
 import type { Machine } from '../src/vmm/machine.js';
 import type { CommitMode } from '../src/vmm/memory-map.js';
 import { guestPath } from './guests/index.js';
-import { kvmSkip } from './kvm-available.js';
+import { kvmSkip, scaled } from './kvm-available.js';
 import { runGuestFile, waitFor } from './run-guest.js';
 
 // Must agree with tests/guests/memmap.c.
@@ -43,7 +43,8 @@ async function carve(m: Machine): Promise<void> {
 }
 
 async function torture(m: Machine, mode: CommitMode, iterations: number): Promise<void> {
-  await waitFor('memmap: ready', () => m.serialOutput().includes('memmap: ready'));
+  // The whole line: serial bytes arrive one exit at a time.
+  await waitFor('memmap: ready', () => /memmap: ready, cpus \d+\n/.test(m.serialOutput()));
   assert.match(m.serialOutput(), new RegExp(`memmap: ready, cpus ${m.vcpus.length}\n`));
   await carve(m);
   m.memoryMap.harvestDirty();
@@ -76,14 +77,14 @@ async function torture(m: Machine, mode: CommitMode, iterations: number): Promis
 }
 
 for (const mode of ['atomic', 'pause-all'] as const) {
-  test(`memory map (${mode}): split and merge under a running guest, no wrong value, no dirty page lost`, { skip: kvmSkip, timeout: 300_000 }, async () => {
+  test(`memory map (${mode}): split and merge under a running guest, no wrong value, no dirty page lost`, { skip: kvmSkip, timeout: scaled(300_000) }, async () => {
     const r = await runGuestFile(guestPath('memmap'), { cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, during: (m) => torture(m, mode, mode === 'atomic' ? 400 : 100) });
     assert.match(r.serial, /memmap: rounds \d+ errors 0\n/);
     assert.equal(r.status, 0, r.fatal ?? r.serial);
   });
 }
 
-test('memory map (atomic, dirty ring): the same torture with dirty pages from KVM_CAP_DIRTY_LOG_RING, none lost', { skip: kvmSkip, timeout: 300_000 }, async () => {
+test('memory map (atomic, dirty ring): the same torture with dirty pages from KVM_CAP_DIRTY_LOG_RING, none lost', { skip: kvmSkip, timeout: scaled(300_000) }, async () => {
   const r = await runGuestFile(guestPath('memmap'), {
     cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, dirtyRing: true,
     during: async (m) => {
@@ -96,7 +97,7 @@ test('memory map (atomic, dirty ring): the same torture with dirty pages from KV
   assert.equal(r.status, 0, r.fatal ?? r.serial);
 });
 
-test('memory map: a move takes the contents along, the old range stops being RAM, and a move back restores it', { skip: kvmSkip, timeout: 120_000 }, async () => {
+test('memory map: a move takes the contents along, the old range stops being RAM, and a move back restores it', { skip: kvmSkip, timeout: scaled(120_000) }, async () => {
   const r = await runGuestFile(guestPath('memmap'), {
     memoryBytes: 256 * MiB, timeoutMs: 60_000,
     during: async (m) => {

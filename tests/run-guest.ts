@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { KvmHypervisor } from '../src/hypervisor/kvm/backend.js';
 import type { IrqchipMode, VcpuStats } from '../src/hypervisor/types.js';
 import { Machine, type MachineResult } from '../src/vmm/machine.js';
+import { scaled } from './kvm-available.js';
 import type { VirtioSlotConfig } from '../src/vmm/virtio-devices.js';
 
 export interface GuestRun extends MachineResult {
@@ -53,9 +54,18 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
   try {
     await m.start();
     const timeout = new Promise<never>((_, rej) => {
-      timer = setTimeout(() => rej(new Error(`${name}: no end within ${opts.timeoutMs ?? 30000} ms; serial so far: ${JSON.stringify(m.serialOutput().slice(-400))}`)), opts.timeoutMs ?? 30000);
+      timer = setTimeout(() => rej(new Error(`${name}: no end within ${scaled(opts.timeoutMs ?? 30000)} ms; serial so far: ${JSON.stringify(m.serialOutput().slice(-400))}`)), scaled(opts.timeoutMs ?? 30000));
     });
-    if (opts.during) await Promise.race([opts.during(m), timeout]);
+    if (opts.during) {
+      try {
+        await Promise.race([opts.during(m), timeout]);
+      } catch (e) {
+        // A test driving a VM that has ended fails on released RAM or vCPUs; say why the VM ended.
+        const r = m.endResult;
+        if (r) throw new Error(`${name}: the VM ended while the test was driving it (${r.reason}, status ${r.status}${r.fatal ? `: ${r.fatal}` : ''}); serial: ${JSON.stringify(m.serialOutput().slice(-400))}`, { cause: e });
+        throw e;
+      }
+    }
     const r = await Promise.race([m.wait(), timeout]);
     const virtio = m.virtioSlots.map((v) => ({ label: v.config.label, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
     const virtioPci = (m.virtioPci?.slots ?? []).map((v) => ({ label: v.config.label, slot: v.slot, gsi: v.gsi, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
@@ -73,9 +83,9 @@ export async function runGuestFile(path: string, opts: RunOptions = {}): Promise
 
 /** Polls until `pred` holds, or fails after `ms`. */
 export async function waitFor(what: string, pred: () => boolean, ms = 20000): Promise<void> {
-  const end = Date.now() + ms;
+  const end = Date.now() + scaled(ms);
   while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out after ${scaled(ms)} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }

@@ -16,7 +16,7 @@ import * as layout from '../src/boot/layout.js';
 import { VIRTIO_PCI_COMMON_CFG } from '../src/virtio/pci.js';
 import { parseDiskSpec, prepareVirtio } from '../src/vmm/virtio-options.js';
 import { guestPath } from './guests/index.js';
-import { kvmSkip } from './kvm-available.js';
+import { kvmSkip, scaled } from './kvm-available.js';
 import { cliPath } from './repo.js';
 import { runGuestFile, type GuestRun } from './run-guest.js';
 import { GUEST_PATTERN_BYTES, GUEST_PATTERN_SECTOR, HOST_PATTERN_SECTOR, SECTOR, guestHeaderDefines, guestPattern, makeDisk as makeDiskIn } from './virtio-guest-disk.js';
@@ -105,7 +105,7 @@ test('virtio-pci with --irqchip userspace: MSI-X reaches the VMM\'s APIC bus, IN
 
 test('tsvmm run --virtio-transport pci --stats: the guest passes and the stats name each PCI function', { skip: kvmSkip }, () => {
   const disk = makeDisk('cli.img');
-  const r = spawnSync(process.execPath, [cliPath, 'run', '--kernel', guestPath('virtio-pci'), '--disk', disk, '--rng', '--virtio-transport', 'pci', '--stats'], { encoding: 'utf8', timeout: 120000 });
+  const r = spawnSync(process.execPath, [cliPath, 'run', '--kernel', guestPath('virtio-pci'), '--disk', disk, '--rng', '--virtio-transport', 'pci', '--stats'], { encoding: 'utf8', timeout: scaled(120000) });
   assert.equal(r.status, 0, r.stderr + r.stdout);
   assert.match(r.stdout, /^virtio-pci: 2 devices, 0 errors$/m);
   assert.match(r.stderr, /^virtio-pci 00:01\.0 \(block .*cli\.img\): queue notifies [1-9]\d* via ioeventfd, 0 via MMIO exits; \d+ interrupts$/m);

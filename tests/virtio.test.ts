@@ -12,7 +12,7 @@ import test from 'node:test';
 import * as layout from '../src/boot/layout.js';
 import { parseDiskSpec, prepareVirtio } from '../src/vmm/virtio-options.js';
 import { guestPath } from './guests/index.js';
-import { kvmSkip } from './kvm-available.js';
+import { kvmSkip, scaled } from './kvm-available.js';
 import { cliPath } from './repo.js';
 import { runGuestFile, type GuestRun } from './run-guest.js';
 import { GUEST_PATTERN_BYTES, GUEST_PATTERN_SECTOR, HOST_PATTERN_SECTOR, SECTOR, guestHeaderDefines, guestPattern, makeDisk as makeDiskIn } from './virtio-guest-disk.js';
@@ -146,7 +146,7 @@ test('QueueNotify: every notification went through an ioeventfd, none through a 
 
 test('tsvmm run --disk --rng --stats: the guest passes and the stats show notifies via ioeventfd only', { skip: kvmSkip }, () => {
   const disk = makeDisk('cli.img');
-  const r = spawnSync(process.execPath, [cliPath, 'run', '--kernel', guestPath('virtio'), '--disk', disk, '--rng', '--stats'], { encoding: 'utf8', timeout: 120000 });
+  const r = spawnSync(process.execPath, [cliPath, 'run', '--kernel', guestPath('virtio'), '--disk', disk, '--rng', '--stats'], { encoding: 'utf8', timeout: scaled(120000) });
   assert.equal(r.status, 0, r.stderr + r.stdout);
   assert.match(r.stdout, /^virtio: 2 devices, 0 errors$/m);
   assert.match(r.stderr, /^virtio slot 0 \(block .*cli\.img\): queue notifies [1-9]\d* via ioeventfd, 0 via MMIO exits; \d+ interrupts$/m);

@@ -7,6 +7,18 @@ export interface BusDevice {
   write(offset: number, data: Uint8Array): void;
 }
 
+/**
+ * `device` seen through a window that starts `deltaBytes` into its register block, for devices
+ * whose registers are not contiguous on the bus (the i8042 has 0x60 and 0x64; 0x61 belongs to the
+ * NMI status and control port between them).
+ */
+export function offsetDevice(device: BusDevice, deltaBytes: number): BusDevice {
+  return {
+    read: (offset, data) => device.read(offset + deltaBytes, data),
+    write: (offset, data) => device.write(offset + deltaBytes, data),
+  };
+}
+
 export interface BusEntry {
   readonly base: number;
   readonly sizeBytes: number;

@@ -1,7 +1,7 @@
 // A tsvmm machine: one VM with its RAM, in-kernel interrupt controllers and PIT, COM1, i8042,
 // debug-exit, virtio-mmio devices (virtio-devices.ts), and N vCPU threads. Builds the guest's boot
 // state and runs it until it ends.
-import { Bus } from '../bus/bus.js';
+import { Bus, offsetDevice, type BusDevice } from '../bus/bus.js';
 import { loadGuest, type LoadedGuest } from '../boot/loader.js';
 import * as fs from 'node:fs';
 import { cpuidForVcpu, hostHasInvariantTsc, setInvariantTsc, withoutInKernelApicFeatures } from '../boot/cpuid.js';
@@ -149,7 +149,7 @@ export class Machine implements ExitHandlers {
       });
       this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
       const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
-      this.pioBus.insert(layout.I8042_DATA_PORT, 5, 'i8042', i8042);
+      insertI8042(this.pioBus, i8042);
       const virtio = (config.virtio ?? []).filter((c) => (c.transport ?? 'mmio') === 'mmio');
       const chip = this.irqchip;
       const pulse = chip ? (gsi: number) => ({ trigger: () => { chip.setIrq(gsi, 1); chip.setIrq(gsi, 0); }, remove: () => {} }) : undefined;
@@ -204,6 +204,11 @@ export class Machine implements ExitHandlers {
     const ram = this.memoryMap.ramSpecs();
     this.irqchip?.attach(this.vcpus);
     await Promise.all(this.vcpus.map((v) => v.start(this, ram, local, this.config.irqchip ?? 'kernel')));
+  }
+
+  /** How the machine ended, once it has (set before its RAM and vCPUs are released); else null. */
+  get endResult(): MachineResult | null {
+    return this.result;
   }
 
   /** Resolves when the guest ends (debug-exit, reset) or a vCPU cannot go on. */
@@ -343,4 +348,13 @@ function hostInvariantTsc(): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Puts the i8042 on the port bus as two one-byte ranges, 0x60 and 0x64, not 0x60+5: port 0x61 is
+ * NMI_SC, which the userspace irqchip's PIT owns.
+ */
+export function insertI8042(pioBus: Bus, i8042: BusDevice): void {
+  pioBus.insert(layout.I8042_DATA_PORT, 1, 'i8042', i8042);
+  pioBus.insert(layout.I8042_COMMAND_PORT, 1, 'i8042', offsetDevice(i8042, layout.I8042_COMMAND_PORT - layout.I8042_DATA_PORT));
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# KVM lab: runs tsvmm's KVM tests on a real Linux KVM (kvm-amd) inside a QEMU TCG machine, for
+# hosts whose /dev/kvm is missing (a kernel that is itself a PVM guest cannot offer one).
+#
+# Why this is real KVM and not a mock: the L1 machine is QEMU's TCG emulation of an x86 CPU with
+# AMD SVM (`-cpu max` under TCG offers SVM with nested paging); its kernel is Debian's cloud
+# kernel with its own kvm.ko and kvm-amd.ko, so /dev/kvm inside is the same KVM users run. Our
+# test guests then run as L2 guests of that KVM, emulated by TCG too, roughly 10-50x slower than
+# native but with none of PVM's CPL0 restrictions.
+#
+# Usage: tests/kvm-lab/run.sh [test files under dist/, default: the KVM integration tests]
+# Environment: LAB_SMP (default 2), LAB_MEM (default 3G), LAB_TIMEOUT seconds (default 2400),
+# LAB_TIME_SCALE (default 10: the tests' hang bounds, TSVMM_TEST_TIME_SCALE, are 10x longer).
+# Exit status: the exit status of `node --test` inside the lab (or 124 on timeout, 125 when the
+# lab itself could not start).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$repo"
+work="$repo/.cache/kvm-lab"
+mkdir -p "$work"
+
+for tool in qemu-system-x86_64 busybox cpio; do
+  command -v "$tool" >/dev/null || { echo "kvm-lab: $tool is missing: apt-get install qemu-system-x86 busybox-static cpio" >&2; exit 125; }
+done
+
+# The kernel and its modules come from one Debian package, so the modules load into that kernel.
+kernel_vmlinuz="$(ls "$repo"/.cache/kernels/vmlinuz-*-cloud-amd64 2>/dev/null | head -1 || true)"
+[ -n "$kernel_vmlinuz" ] || { echo "kvm-lab: no Debian kernel in .cache/kernels: run npm run fetch-kernel first" >&2; exit 125; }
+kver="${kernel_vmlinuz##*/vmlinuz-}"
+if [ ! -f "$work/modules-$kver/kernel/arch/x86/kvm/kvm-amd.ko" ]; then
+  rm -rf "$work/deb" && mkdir -p "$work/deb"
+  (cd "$work/deb" && apt-get download "linux-image-$kver-unsigned" >/dev/null && dpkg-deb -x ./*.deb x)
+  rm -rf "$work/modules-$kver" && mv "$work/deb/x/lib/modules/$kver" "$work/modules-$kver" && rm -rf "$work/deb"
+fi
+
+root="$work/root"
+rm -rf "$root" && mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,run,lib/modules,repo}
+cp "$(command -v busybox)" "$root/bin/busybox"
+for applet in sh mount umount insmod poweroff mkdir cat echo ln ls sleep dmesg; do ln -s busybox "$root/bin/$applet"; done
+
+# A host binary with the shared libraries it loads (same Debian release on both sides).
+copy_binary() {
+  local bin="$1" lib
+  mkdir -p "$root$(dirname "$bin")" && cp -L "$bin" "$root$bin"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")" && cp -Ln "$lib" "$root$lib"
+  done
+}
+copy_binary "$(command -v node)"
+copy_binary "$(command -v setpriv)" # the CLI tests drop to an unprivileged user with it
+copy_binary "$(readlink -f "$(command -v ip)")"
+[ -e "$root/bin/ip" ] || ln -s "$(readlink -f "$(command -v ip)")" "$root/bin/ip"
+[ -e "$root/usr/bin/node" ] || ln -s "$(command -v node)" "$root/usr/bin/node"
+
+mods="kernel/virt/lib/irqbypass.ko kernel/arch/x86/kvm/kvm.ko kernel/arch/x86/kvm/kvm-amd.ko
+      kernel/drivers/net/tun.ko kernel/net/llc/llc.ko kernel/net/802/stp.ko kernel/net/bridge/bridge.ko"
+for m in $mods; do cp "$work/modules-$kver/$m" "$root/lib/modules/"; done
+
+# The repo as the tests see it: built code, the koffi package, built guests, the package file.
+cp -a dist package.json "$root/repo/"
+mkdir -p "$root/repo/node_modules" "$root/repo/.cache"
+cp -a node_modules/koffi node_modules/@koromix "$root/repo/node_modules/"
+cp -a .cache/guests "$root/repo/.cache/"
+[ -d tests/fixtures ] && mkdir -p "$root/repo/tests" && cp -a tests/fixtures "$root/repo/tests/"
+
+if [ "$#" -gt 0 ]; then tests="$*"; else
+  # One line: it is spliced into the init script's node command.
+  tests="dist/tests/vm.test.js dist/tests/vcpu-exec.test.js dist/tests/irqchip.test.js dist/tests/memory-map.test.js
+         dist/tests/virtio.test.js dist/tests/virtio-pci.test.js dist/tests/virtio-net.test.js dist/tests/cli.test.js
+         dist/tests/eventfd.test.js"
+fi
+tests="$(echo $tests)"
+
+cat > "$root/init" <<EOF
+#!/bin/sh
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+for m in irqbypass kvm kvm-amd tun llc stp bridge; do insmod /lib/modules/\$m.ko || echo "kvm-lab: insmod \$m failed"; done
+ip link set lo up
+cd /repo
+echo "kvm-lab: start \$(cat /proc/uptime)"
+ls -la /dev/kvm
+TSVMM_REQUIRE_KVM=1 TSVMM_TEST_TIME_SCALE=${LAB_TIME_SCALE:-10} HOME=/tmp /usr/bin/node --test --test-concurrency=1 $tests
+echo "kvm-lab: exit=\$?"
+poweroff -f
+EOF
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd.cpio"
+
+log="$work/console.log"
+set +e
+timeout "${LAB_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "${LAB_SMP:-2}" -m "${LAB_MEM:-3G}" \
+  -nodefaults -no-user-config -nographic -serial stdio -no-reboot \
+  -kernel "$kernel_vmlinuz" -initrd "$work/initrd.cpio" \
+  -append "console=ttyS0 panic=-1 loglevel=6 kvm_amd.nested=0" | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 124 ] && { echo "kvm-lab: timed out after ${LAB_TIMEOUT:-2400} s" >&2; exit 124; }
+status="$(grep -ao 'kvm-lab: exit=[0-9]*' "$log" | tail -1 | cut -d= -f2)"
+[ -n "$status" ] || { echo "kvm-lab: the lab machine stopped before the tests finished; see $log" >&2; exit 125; }
+exit "$status"
