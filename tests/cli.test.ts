@@ -120,7 +120,7 @@ test('console reader going away (EPIPE) neither crashes nor hangs tsvmm', { skip
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
   child.stdout.once('data', () => child.stdout.destroy());
   const status = await new Promise<number | null>((res, rej) => {
-    const t = setTimeout(() => { child.kill('SIGKILL'); rej(new Error('tsvmm hung after its console reader left')); }, 120000);
+    const t = setTimeout(() => { child.kill('SIGKILL'); rej(new Error('tsvmm hung after its console reader left')); }, scaled(120000));
     child.on('exit', (code) => { clearTimeout(t); res(code); });
   });
   assert.equal(status, 0, stderr);

@@ -61,7 +61,8 @@ cp -a dist package.json "$root/repo/"
 mkdir -p "$root/repo/node_modules" "$root/repo/.cache"
 cp -a node_modules/koffi node_modules/@koromix "$root/repo/node_modules/"
 cp -a .cache/guests "$root/repo/.cache/"
-[ -d tests/fixtures ] && mkdir -p "$root/repo/tests" && cp -a tests/fixtures "$root/repo/tests/"
+# Some tests read the guests' C headers to check they agree with the TypeScript side.
+mkdir -p "$root/repo/tests/guests" && cp -a tests/guests/common "$root/repo/tests/guests/"
 
 if [ "$#" -gt 0 ]; then tests="$*"; else
   # One line: it is spliced into the init script's node command.
