@@ -96,6 +96,14 @@ test('reset: the i8042 CPU reset command ends the VM', { skip: kvmSkip }, async 
   assert.equal(r.status, 0);
 });
 
+test('bad-insn at=user: an instruction fetch KVM cannot emulate in guest user mode is a #UD for the guest, not the end of the VM', { skip: kvmSkip }, async () => {
+  const r = await runGuestFile(guestPath('bad-insn'), { cmdline: 'at=user', timeoutMs: 30000 });
+  assert.equal(r.fatal, undefined, r.fatal);
+  assert.match(r.serial, /^fetching from unbacked memory at cpl3\nguest exception: vector 6 error 0x0+ rip 0x0*d0000000 cs 0x0*23 /, r.serial);
+  assert.equal(r.reason, 'debug-exit port');
+  assert.equal(r.status, 127);
+});
+
 test('bad-insn: an instruction KVM cannot run stops the VM with a diagnostic and non-zero status', { skip: kvmSkip }, async () => {
   const r = await runGuestFile(guestPath('bad-insn'), { timeoutMs: 30000 });
   assert.match(r.serial, /executing int3 at cpl0/);

@@ -12,8 +12,8 @@
  *      vCPU was away that long: then again), never goes up and reaches 0; the interrupt is then
  *      pending (IRR, with IF=0 at CPL3) and is taken exactly once; none follows (IRR clear,
  *      TMCCT stays 0).
- *   2. IOAPIC (BSP): PIT channel 0 in mode 2 at 1000 Hz on ISA IRQ0, at the GSI the MADT's
- *      interrupt source override names (else GSI 0, then 2: see below), edge, fixed, physical
+ *   2. IOAPIC (BSP): PIT channel 0 in mode 2 at 1000 Hz (over time_scale) on ISA IRQ0, at the
+ *      GSI the MADT's interrupt source override names (else GSI 0, then 2: see below), edge, fixed, physical
  *      destination = the BSP; halts until IOAPIC_TICKS ticks (LAPIC one-shot as watchdog) and
  *      checks the entry reads back with Remote IRR 0 and the vector's TMR and ISR bits clear.
  *      The line stays unmasked as the watchdog of 3..6 and is masked and checked in 7.
@@ -38,6 +38,15 @@
  *   "tsc-deadline: ok\n" (or "tsc-deadline: not offered\n") "self-ipi: ok\n"
  *   "ipi bsp->ap1: ok\n" "ipi ap1->bsp: ok\n" ... "ioapic gsi 2: ok (20)\n" "irqchip: all ok\n"
  * and exits 0; at the first failed check it prints "CHECK: FAILED: what (value)\n" and exits 1.
+ *
+ * Command line: time_scale=N (default 1, at most 64) stretches every time span the checks use
+ * (the one-shot count, the TMCCT sample bracket, the LAPIC periodic and the PIT periods, the
+ * watchdogs, waits, settle and quiet windows) N times, for hosts where a userspace exit costs far
+ * more than on hardware (the KVM lab: KVM inside QEMU TCG, ~650 us per exit, more than the 500 us
+ * bracket). The periods matter most: with the userspace irqchip every interrupt costs several
+ * exits, and once taking one lasts longer than the period, the next is pending at every `iretq`
+ * and the halt loop never gets to its `cli` (a livelock, as on hardware). The bounds that are
+ * correctness (TSC-deadline earliness, the periodic rate's ratio) are not stretched.
  *
  * Timing: the pass/fail decisions depend on time only through generous bounds: watchdogs of
  * ~3 s of LAPIC time (1 GHz on KVM), TSC waits from tsc_khz() (a guess of 4 GHz when CPUID has
@@ -140,31 +149,46 @@ extern char irqchip_stubs[];
 #define PIT_CH0 0x40
 #define PIT_MODE 0x43
 #define PIT_TICK_RATE 1193182
-#define PIT_HZ 1000
+#define PIT_HZ_1 1000 /* divided by time_scale */
 #define PIT_CMD_CH0_LOHI_MODE2 0x34
 #define PIC1_COMMAND 0x20
 #define PIC1_DATA 0x21
 #define PIC2_COMMAND 0xa0
 #define PIC2_DATA 0xa1
 
-/* ---- Counts and bounds (LAPIC counts at divide-by-1: KVM's APIC bus runs at 1 GHz) ---- */
-#define ONESHOT_COUNT 20000000u     /* ~20 ms */
-#define WATCHDOG_COUNT 3000000000u  /* ~3 s */
-#define PERIOD_COUNT 4000000u       /* ~4 ms */
+/* ---- Counts and bounds (LAPIC counts at divide-by-1: KVM's APIC bus runs at 1 GHz) ----
+ * The spans marked "scaled" are multiplied by time_scale (see the head of this file). */
+#define ONESHOT_COUNT_1 20000000u   /* ~20 ms, scaled */
+#define WATCHDOG_COUNT 3000000000u  /* ~3 s; scaled by the timer's divide (APIC_TDCR) */
+#define PERIOD_COUNT_1 4000000u     /* ~4 ms, scaled */
 #define PERIODIC_TICKS 10
-#define PERIODIC_SLACK_US 1000000   /* beyond 20 times the expected time */
+#define PERIODIC_SLACK_US_1 1000000 /* beyond 20 times the expected time, scaled */
 #define IOAPIC_TICKS 20
-#define PIT_WATCHDOG_TICKS 3000     /* ~3 s */
-#define WAIT_US 5000000             /* bound on CPL3 waits for something that must happen */
-#define QUIET_US 20000              /* "nothing follows" windows */
-#define SETTLE_US 10000             /* lets the other CPU reach its hlt */
-#define MASK_SETTLE_US 2000         /* for an IOAPIC message in flight when the entry is masked */
+#define PIT_WATCHDOG_TICKS 3000     /* ~3 s, scaled: the PIT runs time_scale times slower */
+#define WAIT_US_1 5000000           /* bound on CPL3 waits for something that must happen, scaled */
+#define QUIET_US_1 20000            /* "nothing follows" windows, scaled */
+#define SETTLE_US_1 10000           /* lets the other CPU reach its hlt, scaled */
+#define MASK_SETTLE_US_1 2000       /* for an IOAPIC message in flight when the entry is masked, scaled */
 #define TSC_DEADLINE_US 20000
-#define SAMPLE_BRACKET_US 500       /* a TMCCT sample's TSC bracket: 5% of the timed span at most */
+#define SAMPLE_BRACKET_US_1 500     /* a TMCCT sample's TSC bracket: 5% of the timed span at most, scaled */
 #define CAL_ATTEMPTS 8
 /* KVM arms its timer early by lapic_timer_advance_ns (~1 us) and waits out the rest before entry;
  * allow that much earliness, no more. */
 #define TSC_DEADLINE_EARLY_US 20
+#define MAX_TIME_SCALE 64 /* ONESHOT_COUNT stays below 2^32; the watchdog divide at most 64 */
+
+static u64 time_scale = 1;
+static u32 watchdog_tdcr = APIC_TDR_DIV_1; /* the divide (>= time_scale) for the watchdog */
+#define ONESHOT_COUNT ((u32)(ONESHOT_COUNT_1 * time_scale))
+#define PERIODIC_SLACK_US (PERIODIC_SLACK_US_1 * time_scale)
+#define PERIOD_COUNT ((u32)(PERIOD_COUNT_1 * time_scale))
+/* At most 65535, the 8254's largest divisor (18.2 Hz). */
+#define PIT_DIVISOR ((u32)(PIT_TICK_RATE / PIT_HZ_1 * time_scale > 0xffff ? 0xffff : PIT_TICK_RATE / PIT_HZ_1 * time_scale))
+#define WAIT_US (WAIT_US_1 * time_scale)
+#define QUIET_US (QUIET_US_1 * time_scale)
+#define SETTLE_US (SETTLE_US_1 * time_scale)
+#define MASK_SETTLE_US (MASK_SETTLE_US_1 * time_scale)
+#define SAMPLE_BRACKET_US (SAMPLE_BRACKET_US_1 * time_scale)
 #define MAX_CPUS 64
 
 static u32 bsp_id;
@@ -221,10 +245,15 @@ static void take_pending(u32 vector, u32 slot) {
 static bool halt_lapic_watchdog(volatile u64 *count, u64 target) {
 	u32 id = my_apic_id();
 	u64 dog = hits(id, S_WATCHDOG);
+	/* The divide changes with TMICT 0: KVM's LAPIC re-arms the timer when the divide changes
+	 * while TMICT is non-zero, even a one-shot that expired long ago, which then fires at once. */
+	lapic_write(APIC_TMICT, 0);
+	lapic_write(APIC_TDCR, watchdog_tdcr);
 	lapic_write(APIC_LVTT, VEC(S_WATCHDOG));
 	lapic_write(APIC_TMICT, WATCHDOG_COUNT);
 	bool ok = halt_until(count, target, hitp(id, S_WATCHDOG), dog + 1);
 	lapic_write(APIC_TMICT, 0);
+	lapic_write(APIC_TDCR, APIC_TDR_DIV_1);
 	return ok;
 }
 
@@ -359,7 +388,7 @@ static int check_oneshot(u64 dc, u64 dt) {
 				return failed(c, "tmcct went up to", cur);
 			last = cur;
 			if (rdtsc() > end)
-				return failed(c, "tmcct still counting after 5 s at", cur);
+				return failed(c, "tmcct still counting after the wait bound at", cur);
 		}
 		if (!wait_pending(VEC(S_TIMER)))
 			return failed(c, "tmcct reached 0 but no interrupt pending; taken", hits(bsp_id, S_TIMER) - before);
@@ -450,8 +479,8 @@ static int check_ioapic_route(const struct madt_info *madt) {
 	outb(PIC2_DATA, 0xff);
 	lapic_write(APIC_LVT0, APIC_LVT_MASKED);
 	outb(PIT_MODE, PIT_CMD_CH0_LOHI_MODE2);
-	outb(PIT_CH0, (PIT_TICK_RATE / PIT_HZ) & 0xff);
-	outb(PIT_CH0, (PIT_TICK_RATE / PIT_HZ) >> 8);
+	outb(PIT_CH0, PIT_DIVISOR & 0xff);
+	outb(PIT_CH0, PIT_DIVISOR >> 8);
 	bool ticked = pit_ticks_on(flags);
 	if (!ticked && hits(bsp_id, S_PIT) == 0 && !override && gsi != ISA_IRQ0_CONVENTIONAL_GSI &&
 	    find_gsi(madt, ISA_IRQ0_CONVENTIONAL_GSI)) {
@@ -463,7 +492,7 @@ static int check_ioapic_route(const struct madt_info *madt) {
 	}
 	if (!ticked) {
 		print_gsi_check();
-		return failed("", "pit interrupts within the ~3 s watchdog, want 20", hits(bsp_id, S_PIT));
+		return failed("", "pit interrupts within the watchdog, want 20", hits(bsp_id, S_PIT));
 	}
 	u32 lo = ioapic_read(IOAPIC_REDTBL(ioapic_pin));
 	if ((lo & IOAPIC_REDIR_VECTOR_MASK) != VEC(S_PIT) || (lo & IOAPIC_REDIR_MASKED)) {
@@ -520,7 +549,7 @@ static int check_periodic(u64 dc, u64 dt) {
 	u64 elapsed = rdtsc() - t0;
 	lapic_write(APIC_LVTT, APIC_LVT_MASKED | APIC_LVT_TIMER_PERIODIC | VEC(S_TIMER));
 	if (!ok)
-		return failed(c, "interrupts before the ~3 s pit watchdog, want 10", hits(bsp_id, S_TIMER) - before);
+		return failed(c, "interrupts before the pit watchdog, want 10", hits(bsp_id, S_TIMER) - before);
 	u64 expected = (u64)PERIODIC_TICKS * PERIOD_COUNT * dt / dc;
 	if (elapsed * 4 < expected * 3)
 		return failed(c, "too fast: percent of the expected time", elapsed * 100 / expected);
@@ -567,7 +596,7 @@ static int check_tsc_deadline(void) {
 	if (readback != deadline)
 		return failed(c, "ia32_tsc_deadline read back as", readback);
 	if (!halt_pit_watchdog(hitp(bsp_id, S_TIMER), before + 1))
-		return failed(c, "no interrupt within the ~3 s pit watchdog after the deadline; taken", 0);
+		return failed(c, "no interrupt within the pit watchdog after the deadline; taken", 0);
 	sti_window();
 	if (hits(bsp_id, S_TIMER) != before + 1)
 		return failed(c, "interrupts taken, want 1", hits(bsp_id, S_TIMER) - before);
@@ -689,7 +718,7 @@ static int check_ipis(const struct madt_info *madt) {
 		delay_us(SETTLE_US);
 		send_ipi(aps[i].apic_id, APIC_DM_FIXED | VEC(S_TO_AP));
 		if (!wait_state(i, AP_RECEIVED))
-			return failed(check, "ap still halted 5 s later; ap interrupts", hits(aps[i].apic_id, S_TO_AP));
+			return failed(check, "ap still halted after the wait bound; ap interrupts", hits(aps[i].apic_id, S_TO_AP));
 		if (aps[i].watchdog != 0)
 			return failed(check, "the ap's watchdog woke it; ipis taken", aps[i].got);
 		if (aps[i].got != 1)
@@ -705,7 +734,7 @@ static int check_ipis(const struct madt_info *madt) {
 		if (!wait_state(i, AP_SENT))
 			return failed(check, "ap never sent it; state", aps[i].state);
 		if (!ok)
-			return failed(check, "no ipi at the bsp within the ~3 s watchdog", 0);
+			return failed(check, "no ipi at the bsp within the watchdog", 0);
 		if (!stays_quiet(VEC(S_TO_BSP), S_TO_BSP, QUIET_US) || hits(bsp_id, S_TO_BSP) != before + 1)
 			return failed(check, "ipis taken by the bsp, want 1", hits(bsp_id, S_TO_BSP) - before);
 		if (sum_hits(cpus, S_TO_BSP, false) != 0)
@@ -723,6 +752,15 @@ int guest_main(void) {
 		return failed("irqchip", "no acpi madt; tables", 0);
 	if (madt->lapic_gpa)
 		lapic_gpa = madt->lapic_gpa;
+	cmdline_u64("time_scale", &time_scale);
+	if (time_scale < 1 || time_scale > MAX_TIME_SCALE)
+		return failed("irqchip", "time_scale must be 1..64; got", time_scale);
+	/* APIC_TDCR encodings for divide by 2, 4, ... 64 (SDM vol. 3A figure 11-10). */
+	static const u32 tdcr_for_shift[] = {APIC_TDR_DIV_1, 0x0, 0x1, 0x2, 0x3, 0x8, 0x9};
+	u32 shift = 0;
+	while ((1u << shift) < time_scale)
+		shift++;
+	watchdog_tdcr = tdcr_for_shift[shift];
 	bsp_id = my_apic_id();
 	lapic_enable();
 	u64 dc, dt;

@@ -85,6 +85,13 @@ class KvmVmHandle implements HvVm {
     // Intel VMX needs these three pages for real-mode emulation; placed outside RAM, below 4 GiB.
     if (system.checkExtension('KVM_CAP_SET_TSS_ADDR')) vm.setTssAddr(0xfffb_d000);
     if (system.checkExtension('KVM_CAP_SET_IDENTITY_MAP_ADDR')) vm.setIdentityMapAddr(0xfffb_c000);
+    // Without it KVM answers an emulation failure in guest user mode with a #UD of its own, and
+    // an instruction fetch from a range whose memslot a memory-map change has just deleted is one:
+    // the guest would take a #UD that the old and the new map both rule out. With it every such
+    // failure exits to us; the vCPU re-enters after the change, or injects that #UD itself.
+    if (system.checkExtension('KVM_CAP_EXIT_ON_EMULATION_FAILURE')) {
+      vm.enableCap(abi.KVM_CAP.KVM_CAP_EXIT_ON_EMULATION_FAILURE, [1], 'asking KVM to exit on every emulation failure');
+    }
   }
 
   maxMemslots(): number {

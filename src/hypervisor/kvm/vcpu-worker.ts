@@ -179,6 +179,11 @@ const RFLAGS = fieldId('rflags');
 const RFLAGS_IF = 1n << 9n;
 const CS_SELECTOR = fieldId('cs.selector');
 const CS_BASE = fieldId('cs.base');
+const EXCEPTION_INJECTED = fieldId('exception_injected');
+const EXCEPTION_NR = fieldId('exception_nr');
+const EXCEPTION_HAS_ERROR_CODE = fieldId('exception_has_error_code');
+const EXCEPTION_ERROR_CODE = fieldId('exception_error_code');
+const UD_VECTOR = 6;
 /** The guest executed HLT and nothing has woken it yet (it does not enter KVM_RUN meanwhile). */
 let halted = false;
 /** An AP between INIT (or creation) and its STARTUP IPI. */
@@ -463,6 +468,12 @@ function dispatch(): boolean {
     case abi.KVM_EXIT_INTERNAL_ERROR: {
       const sub = run.getUint32(abi.RUN.internal, true);
       if (sub === abi.KVM_INTERNAL_ERROR_EMULATION && mapChangedSinceEntry()) return true;
+      if (sub === abi.KVM_INTERNAL_ERROR_EMULATION && (cache.getById(CS_SELECTOR) & 3n) !== 0n) {
+        // Guest user mode: what KVM itself does without KVM_CAP_EXIT_ON_EMULATION_FAILURE (a #UD
+        // for the guest kernel to handle), so a guest program cannot stop the VM this way.
+        injectException(UD_VECTOR);
+        return true;
+      }
       const subName = sub === abi.KVM_INTERNAL_ERROR_EMULATION ? 'emulation failure: KVM could not emulate the instruction at RIP'
         : sub === abi.KVM_INTERNAL_ERROR_SIMUL_EX ? 'exception raised while delivering another exception'
           : sub === abi.KVM_INTERNAL_ERROR_DELIVERY_EV ? 'event delivery failed'
@@ -486,6 +497,14 @@ function dispatch(): boolean {
       fatal(`unhandled exit KVM_EXIT_${abi.KVM_EXIT_NAMES[reason] ?? reason}`);
       return false;
   }
+}
+
+/** Queues a fault without an error code for the next entry (KVM_SET_VCPU_EVENTS, through the cache). */
+function injectException(vector: number): void {
+  cache.setById(EXCEPTION_INJECTED, 1n);
+  cache.setById(EXCEPTION_NR, BigInt(vector));
+  cache.setById(EXCEPTION_HAS_ERROR_CODE, 0n);
+  cache.setById(EXCEPTION_ERROR_CODE, 0n);
 }
 
 /**
