@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { guestPath } from './guests/index.js';
-import { kvmSkip, testTimeScale } from './kvm-available.js';
-import { runGuestFile } from './run-guest.js';
+import { kvmSkip, scaled, testTimeScale } from './kvm-available.js';
+import { runGuestFile, waitFor } from './run-guest.js';
 
 /** What the guest prints on 2 vCPUs, line by line (tsvmm's MADT has the IRQ0 -> GSI 2 override,
  *  so no "trying gsi 2" line). The TSC-deadline line is either: whether CPUID.1:ECX[24] is
@@ -53,11 +53,14 @@ for (const irqchip of ['userspace', 'kernel'] as const) {
     const ran: number[] = [];
     let stats = { ranIdle: 0, ranFallback: 0 };
     const r = await runGuestFile(guestPath('idle'), {
-      cmdline: 'seconds=2', irqchip, timeoutMs: 60000,
+      cmdline: `seconds=${Math.ceil(2 * testTimeScale)}`, irqchip, timeoutMs: 60000,
       during: async (m) => {
-        await new Promise((res) => setTimeout(res, 200)); // the guest is in its halt loop by now
-        for (let i = 0; i < ITEMS; i++) m.deferredWork.post(`item ${i}`, () => ran.push(i), { maxDelayNs: 500_000_000n });
-        await new Promise((res) => setTimeout(res, 1000));
+        // The guest is in its halt loop once it has halted (HLT exits reach us only with the
+        // userspace irqchip; with KVM's, a while after start is as good as it gets).
+        if (irqchip === 'userspace') await waitFor('the first HLT exit', () => (m.vcpus[0]!.stats().byReason['HLT']?.exits ?? 0) > 0);
+        else await new Promise((res) => setTimeout(res, scaled(200)));
+        for (let i = 0; i < ITEMS; i++) m.deferredWork.post(`item ${i}`, () => ran.push(i), { maxDelayNs: BigInt(scaled(500)) * 1_000_000n });
+        await new Promise((res) => setTimeout(res, scaled(1000)));
         stats = { ranIdle: m.deferredWork.stats.ranIdle, ranFallback: m.deferredWork.stats.ranFallback };
       },
     });
