@@ -6,6 +6,7 @@ import { loadGuest, type LoadedGuest } from '../boot/loader.js';
 import * as fs from 'node:fs';
 import { cpuidForVcpu, hostHasInvariantTsc, setInvariantTsc, withoutInKernelApicFeatures } from '../boot/cpuid.js';
 import * as layout from '../boot/layout.js';
+import { AcpiPm, PM1_CNT_BYTES, PM1_EVT_BYTES, PM_TMR_BYTES } from '../devices/acpi-pm.js';
 import { I8042 } from '../devices/i8042.js';
 import { Serial8250 } from '../devices/serial8250.js';
 import type { ExitHandlers, HvVcpu, HvVm, Hypervisor, IrqchipMode, VcpuLocalDevice } from '../hypervisor/types.js';
@@ -150,6 +151,14 @@ export class Machine implements ExitHandlers {
       this.pioBus.insert(layout.COM1_PORT, 8, 'com1', this.serial);
       const i8042 = new I8042(() => this.end({ status: 0, reason: 'i8042 reset' }));
       insertI8042(this.pioBus, i8042);
+      // The FADT's PM1a blocks and PM timer: Linux's clocksource and its ACPI power-off (\_S5).
+      const acpiPm = new AcpiPm({
+        nowNs: () => process.hrtime.bigint(),
+        sleep: (slpTyp) => { if (slpTyp === layout.ACPI_S5_SLP_TYP) this.end({ status: 0, reason: 'acpi power-off' }); },
+      });
+      this.pioBus.insert(layout.ACPI_PM1A_EVT_PORT, PM1_EVT_BYTES, 'acpi-pm1a-evt', acpiPm.eventBlock);
+      this.pioBus.insert(layout.ACPI_PM1A_CNT_PORT, PM1_CNT_BYTES, 'acpi-pm1a-cnt', acpiPm.controlBlock);
+      this.pioBus.insert(layout.ACPI_PM_TMR_PORT, PM_TMR_BYTES, 'acpi-pm-tmr', acpiPm.timer);
       const virtio = (config.virtio ?? []).filter((c) => (c.transport ?? 'mmio') === 'mmio');
       const chip = this.irqchip;
       const pulse = chip ? (gsi: number) => ({ trigger: () => { chip.setIrq(gsi, 1); chip.setIrq(gsi, 0); }, remove: () => {} }) : undefined;

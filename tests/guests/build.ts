@@ -8,8 +8,12 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { buildInitramfs, S_IFREG } from './initramfs.js';
 import {
   GUEST_NAMES,
+  LINUX_PROGRAMS,
+  linuxInitrdPath,
+  linuxProgramPath,
   GuestBuildError,
   guestCacheDir,
   guestInputs,
@@ -125,6 +129,41 @@ function buildOne(name: string, digest: string): void {
   writeFileSync(stampPath(name), `${digest}\n`);
 }
 
+/** Linux user programs: hosted x86-64 code under a real kernel, so SSE and the red zone are fine. */
+const LINUX_CFLAGS = ['-m64', '-O2', '-std=gnu11', '-ffreestanding', '-fno-builtin', '-fno-pic', '-fno-pie', '-fno-stack-protector',
+  '-fcf-protection=none', '-Wall', '-Wextra', '-Werror'];
+
+/** Builds linux/NAME.c into linuxProgramPath(NAME) and the initramfs around init, when out of date. */
+function buildLinuxPrograms(result: BuildResult, checkOnce: () => void): void {
+  for (const name of LINUX_PROGRAMS) {
+    const source = join(guestSourceDir(), 'linux', `${name}.c`);
+    const digest = createHash('sha256').update(JSON.stringify({ LINUX_CFLAGS, LDFLAGS })).update(readFileSync(source)).digest('hex');
+    const out = linuxProgramPath(name);
+    const stamp = `${out}.inputs`;
+    const initrd = name === 'init' ? linuxInitrdPath() : null;
+    if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === digest && (initrd === null || existsSync(initrd))) {
+      result.upToDate.push(`linux-${name}`);
+      continue;
+    }
+    checkOnce();
+    const tmp = `${out}.tmp-${process.pid}`;
+    try {
+      execFileSync('gcc', [...LINUX_CFLAGS, ...LDFLAGS, '-o', tmp, source], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
+      throw new GuestBuildError('build-failed', `building Linux program linux/${name}.c failed:\n${stderr || (err as Error).message}`, { cause: err });
+    }
+    renameSync(tmp, out);
+    if (initrd !== null) {
+      writeFileSync(`${initrd}.tmp-${process.pid}`, buildInitramfs([{ name: 'init', mode: S_IFREG | 0o755, data: readFileSync(out) }]));
+      renameSync(`${initrd}.tmp-${process.pid}`, initrd);
+    }
+    writeFileSync(stamp, `${digest}\n`);
+    result.built.push(`linux-${name}`);
+  }
+}
+
 export interface BuildResult {
   built: string[];
   upToDate: string[];
@@ -147,6 +186,12 @@ export function buildGuests(names: readonly string[] = GUEST_NAMES): BuildResult
     }
     buildOne(name, digest);
     result.built.push(name);
+  }
+  if (names === GUEST_NAMES) {
+    buildLinuxPrograms(result, () => {
+      if (!toolsChecked) checkTools();
+      toolsChecked = true;
+    });
   }
   return result;
 }

@@ -116,6 +116,23 @@ export function guestInputs(name: string): string[] {
   return [...COMMON_INPUTS, ...(EXTRA_INPUTS[guest] ?? [])];
 }
 
+/**
+ * Linux user programs (tests/guests/linux/NAME.c, static, no libc), built by build.ts into
+ * .cache/guests/linux-NAME; `init` is also packed as the initramfs linuxInitrdPath() for the
+ * Linux boot test.
+ */
+export const LINUX_PROGRAMS = ['init'] as const;
+
+/** Absolute path of a built Linux program. */
+export function linuxProgramPath(name: (typeof LINUX_PROGRAMS)[number]): string {
+  return join(guestCacheDir(), `linux-${name}`);
+}
+
+/** Absolute path of the initramfs holding linux/init.c as /init (built by build.ts). */
+export function linuxInitrdPath(): string {
+  return join(guestCacheDir(), 'linux-initrd.cpio');
+}
+
 /** Absolute path of the built ELF image of the named guest (built by build.ts; not checked here). */
 export function guestPath(name: string): string {
   return join(guestCacheDir(), `${checkedName(name)}.elf`);

@@ -61,6 +61,8 @@ cp -a dist package.json "$root/repo/"
 mkdir -p "$root/repo/node_modules" "$root/repo/.cache"
 cp -a node_modules/koffi node_modules/@koromix "$root/repo/node_modules/"
 cp -a .cache/guests "$root/repo/.cache/"
+# The slow tests boot Debian's kernel (the same one the lab machine runs) with tsvmm.
+cp -a .cache/kernels "$root/repo/.cache/"
 # Some tests read the guests' C headers to check they agree with the TypeScript side.
 mkdir -p "$root/repo/tests/guests" && cp -a tests/guests/common "$root/repo/tests/guests/"
 
@@ -68,7 +70,7 @@ if [ "$#" -gt 0 ]; then tests="$*"; else
   # One line: it is spliced into the init script's node command.
   tests="dist/tests/vm.test.js dist/tests/vcpu-exec.test.js dist/tests/irqchip.test.js dist/tests/memory-map.test.js
          dist/tests/virtio.test.js dist/tests/virtio-pci.test.js dist/tests/virtio-net.test.js dist/tests/cli.test.js
-         dist/tests/eventfd.test.js"
+         dist/tests/eventfd.test.js dist/tests/slow/linux-boot.slow-test.js dist/tests/slow/linux-init.slow-test.js"
 fi
 tests="$(echo $tests)"
 
