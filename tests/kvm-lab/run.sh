@@ -10,9 +10,11 @@
 #
 # Usage: tests/kvm-lab/run.sh [test files under dist/, default: the KVM integration tests]
 # Environment: LAB_SMP (default 2), LAB_MEM (default 3G), LAB_TIMEOUT seconds (default 2400),
-# LAB_TIME_SCALE (default 10: the tests' hang bounds, TSVMM_TEST_TIME_SCALE, are 10x longer).
-# Exit status: the exit status of `node --test` inside the lab (or 124 on timeout, 125 when the
-# lab itself could not start).
+# LAB_TIME_SCALE (default 10: the tests' hang bounds, TSVMM_TEST_TIME_SCALE, are 10x longer),
+# LAB_RUN: a command to run in the lab's /repo instead of the tests (e.g. "node dist/bench/run.js
+# memslots"; the benchmarks' C baseline is built first, and QEMU comes along where it is installed).
+# Exit status: the exit status of `node --test` (or LAB_RUN) inside the lab (or 124 on timeout,
+# 125 when the lab itself could not start).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
@@ -51,6 +53,12 @@ copy_binary "$(command -v setpriv)" # the CLI tests drop to an unprivileged user
 copy_binary "$(readlink -f "$(command -v ip)")"
 [ -e "$root/bin/ip" ] || ln -s "$(readlink -f "$(command -v ip)")" "$root/bin/ip"
 [ -e "$root/usr/bin/node" ] || ln -s "$(command -v node)" "$root/usr/bin/node"
+# QEMU, for the benchmarks' baselines on the same KVM (its firmware and option ROMs too).
+if [ -n "${LAB_RUN:-}" ] && command -v qemu-system-x86_64 >/dev/null; then
+  copy_binary "$(command -v qemu-system-x86_64)"
+  mkdir -p "$root/usr/share" && cp -a /usr/share/qemu "$root/usr/share/"
+  [ -d /usr/share/seabios ] && cp -a /usr/share/seabios "$root/usr/share/"
+fi
 
 mods="kernel/virt/lib/irqbypass.ko kernel/arch/x86/kvm/kvm.ko kernel/arch/x86/kvm/kvm-amd.ko
       kernel/drivers/net/tun.ko kernel/net/llc/llc.ko kernel/net/802/stp.ko kernel/net/bridge/bridge.ko"
@@ -65,6 +73,11 @@ cp -a .cache/guests "$root/repo/.cache/"
 cp -a .cache/kernels "$root/repo/.cache/"
 # Some tests read the guests' C headers to check they agree with the TypeScript side.
 mkdir -p "$root/repo/tests/guests" && cp -a tests/guests/common "$root/repo/tests/guests/"
+
+if [ -n "${LAB_RUN:-}" ] && [ -f dist/bench/build.js ]; then
+  node -e 'import("./dist/bench/build.js").then((m) => m.buildKvmLoop())'
+  mkdir -p "$root/repo/.cache" && cp -a .cache/bench "$root/repo/.cache/"
+fi
 
 if [ "$#" -gt 0 ]; then tests="$*"; else
   # One line: it is spliced into the init script's node command.
@@ -82,7 +95,8 @@ ip link set lo up
 cd /repo
 echo "kvm-lab: start \$(cat /proc/uptime)"
 ls -la /dev/kvm
-TSVMM_REQUIRE_KVM=1 TSVMM_TEST_TIME_SCALE=${LAB_TIME_SCALE:-10} HOME=/tmp /usr/bin/node --test --test-concurrency=1 $tests
+export TSVMM_REQUIRE_KVM=1 TSVMM_TEST_TIME_SCALE=${LAB_TIME_SCALE:-10} HOME=/tmp PATH=/sbin:/usr/sbin:/bin:/usr/bin
+${LAB_RUN:-/usr/bin/node --test --test-concurrency=1 $tests}
 echo "kvm-lab: exit=\$?"
 poweroff -f
 EOF

@@ -456,9 +456,14 @@ function dispatch(): boolean {
     case abi.KVM_EXIT_IRQ_WINDOW_OPEN:
       // The guest can take an interrupt now; prepareEntry injects it.
       return true;
-    case abi.KVM_EXIT_SHUTDOWN:
-      fatal('KVM_EXIT_SHUTDOWN: the guest triple-faulted (an exception it could not handle); the VM is stopped');
+    case abi.KVM_EXIT_SHUTDOWN: {
+      // KVM on AMD resets the vCPU before it reports a shutdown (its VMCB is undefined after
+      // one), so the registers below are then the reset state, not where the guest faulted.
+      const reset = cache.getById(RIP) === 0xfff0n && cache.getById(CS_SELECTOR) === 0xf000n;
+      fatal('KVM_EXIT_SHUTDOWN: the guest triple-faulted (an exception it could not handle); the VM is stopped' +
+        (reset ? '. The registers are the reset state: KVM reset this vCPU at the shutdown (as it does on AMD), so where it faulted is lost; rerun with earlyprintk or a guest-side exception log to find it' : ''));
       return false;
+    }
     case abi.KVM_EXIT_SYSTEM_EVENT: {
       const type = run.getUint32(abi.RUN.system_event, true);
       const status = type === abi.KVM_SYSTEM_EVENT_CRASH ? 1 : 0;
