@@ -100,6 +100,17 @@ function isUpToDate(name: string, digest: string): boolean {
   return readFileSync(stampPath(name), 'utf8').trim() === digest;
 }
 
+/** Runs gcc writing `tmp`; on failure removes it and throws with gcc's own messages. */
+function gcc(args: readonly string[], tmp: string, what: string): void {
+  try {
+    execFileSync('gcc', args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
+    throw new GuestBuildError('build-failed', `building ${what} failed:\n${stderr || (err as Error).message}`, { cause: err });
+  }
+}
+
 function buildOne(name: string, digest: string): void {
   const sourceDir = guestSourceDir();
   const out = guestPath(name);
@@ -116,15 +127,7 @@ function buildOne(name: string, digest: string): void {
     tmp,
     ...guestSources(name).map((file) => join(sourceDir, file)),
   ];
-  try {
-    execFileSync('gcc', args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
-    throw new GuestBuildError('build-failed', `building test guest ${name} failed:\n${stderr || (err as Error).message}`, {
-      cause: err,
-    });
-  }
+  gcc(args, tmp, `test guest ${name}`);
   renameSync(tmp, out);
   writeFileSync(stampPath(name), `${digest}\n`);
 }
@@ -147,13 +150,7 @@ function buildLinuxPrograms(result: BuildResult, checkOnce: () => void): void {
     }
     checkOnce();
     const tmp = `${out}.tmp-${process.pid}`;
-    try {
-      execFileSync('gcc', [...LINUX_CFLAGS, ...LDFLAGS, '-o', tmp, source], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-    } catch (err) {
-      rmSync(tmp, { force: true });
-      const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
-      throw new GuestBuildError('build-failed', `building Linux program linux/${name}.c failed:\n${stderr || (err as Error).message}`, { cause: err });
-    }
+    gcc([...LINUX_CFLAGS, ...LDFLAGS, '-o', tmp, source], tmp, `Linux program linux/${name}.c`);
     renameSync(tmp, out);
     if (initrd !== null) {
       writeFileSync(`${initrd}.tmp-${process.pid}`, buildInitramfs([{ name: 'init', mode: S_IFREG | 0o755, data: readFileSync(out) }]));

@@ -76,7 +76,8 @@ mkdir -p "$root/repo/tests/guests" && cp -a tests/guests/common "$root/repo/test
 
 if [ -n "${LAB_RUN:-}" ] && [ -f dist/bench/build.js ]; then
   node -e 'import("./dist/bench/build.js").then((m) => m.buildKvmLoop())'
-  mkdir -p "$root/repo/.cache" && cp -a .cache/bench "$root/repo/.cache/"
+  mkdir -p "$root/repo/.cache" "$root/repo/bench" && cp -a .cache/bench "$root/repo/.cache/"
+  cp -p bench/kvm-loop.c "$root/repo/bench/" # buildKvmLoop compares its time with the binary's
 fi
 
 if [ "$#" -gt 0 ]; then tests="$*"; else
