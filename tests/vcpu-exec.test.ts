@@ -62,7 +62,10 @@ test('kicks are never lost: a barrage against a spinning vCPU, each seen within 
   t.diagnostic(`kick-to-seen latency µs: median ${pct(0.5)} p99 ${pct(0.99)} max ${pct(1)} (${latenciesUs.length} of ${KICKS} waited)`);
 });
 
-test('kicks between vCPUs: a barrage from one vCPU at spinning, halted and exiting vCPUs and at itself, none lost', { skip: kvmSkip }, async () => {
+// It hung once in the KVM lab with every lab thread asleep (README, "What does not work yet"):
+// the lab's default run (tests/kvm-lab/run.sh) leaves it out until that is understood.
+const labSkip = process.env.TSVMM_LAB_SKIP_KICK_STORM ? 'left out of the KVM lab default run: it hung there once, not understood yet (README)' : false;
+test('kicks between vCPUs: a barrage from one vCPU at spinning, halted and exiting vCPUs and at itself, none lost', { skip: kvmSkip || labSkip }, async () => {
   const KICK_PORT = 0x510; // tests/guests/kick-storm.c
   const KICK_STOP_GPA = 0x20_0000;
   const CPUS = 4;
