@@ -123,7 +123,7 @@ const VECTOR_SPURIOUS = 0x3f;
 const IDT_VECTORS = 0x40;
 /** Watchdog: one-shot LAPIC timer, 2e9 bus clocks at divide-by-1 (2 s with KVM's 1 GHz APIC bus). */
 const WATCHDOG_COUNT = 2_000_000_000;
-const AP_WAIT_MAX_TICKS = 200; // give up waiting for APs after 200 ms
+const AP_WAIT_MAX_TICKS = 1000; // give up waiting for APs after 1 s (200 ms was once too short in the KVM lab); within the 2 s watchdog
 const AP_QUIET_TICKS = 50; // without a MADT: done once the count has not changed for 50 ms
 const CALIBRATION_TICKS = 50; // the TSC is measured over 50 PIT periods
 const STACK_BYTES = 4096;
