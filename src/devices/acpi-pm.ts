@@ -28,7 +28,7 @@ export const PM_TIMER_MASK = 0xff_ffff;
 export interface AcpiPmHost {
   /** a monotonic clock in ns (process.hrtime.bigint on a machine) */
   nowNs(): bigint;
-  /** the guest entered the sleep state `slpTyp` (SLP_EN written); `s5SlpTyp` is power-off */
+  /** the guest entered the sleep state `slpTyp` (SLP_EN written); layout.ACPI_S5_SLP_TYP is power-off */
   sleep(slpTyp: number): void;
 }
 
