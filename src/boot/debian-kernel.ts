@@ -26,6 +26,16 @@ export function repoRoot(): string {
   return dir;
 }
 
+/**
+ * The package's virtio driver modules that the virtio slow test loads into the kernel (the cloud
+ * kernel builds them as modules), by their path under lib/modules/<release>/kernel/.
+ */
+export const VIRTIO_MODULES = [
+  'drivers/virtio/virtio.ko', 'drivers/virtio/virtio_ring.ko', 'drivers/virtio/virtio_mmio.ko',
+  'drivers/virtio/virtio_pci_modern_dev.ko', 'drivers/virtio/virtio_pci_legacy_dev.ko', 'drivers/virtio/virtio_pci.ko',
+  'drivers/block/virtio_blk.ko', 'drivers/char/hw_random/virtio-rng.ko', 'drivers/char/virtio_console.ko',
+] as const;
+
 export function kernelCacheDir(): string {
   return join(repoRoot(), '.cache', 'kernels');
 }
@@ -39,6 +49,11 @@ export function debianKernelPath(dir = kernelCacheDir()): string | null {
     if (match && (!best || Number(match[1]) > best.abi)) best = { abi: Number(match[1]), name };
   }
   return best ? join(dir, best.name) : null;
+}
+
+/** Where fetchDebianKernel() put the VIRTIO_MODULES of a cached vmlinuz (flat: one directory of .ko files). */
+export function debianModulesDir(vmlinuz: string): string {
+  return join(dirname(vmlinuz), `modules-${vmlinuz.slice(vmlinuz.lastIndexOf('vmlinuz-') + 'vmlinuz-'.length)}`);
 }
 
 function run(command: string, args: string[], cwd?: string): string {
@@ -59,8 +74,9 @@ function newestPackage(): { name: string; abi: number } | null {
 
 /**
  * Downloads the newest Debian 6.1 cloud kernel package with apt-get and extracts its
- * boot/vmlinuz-* into .cache/kernels. Runs `apt-get update` first only when apt knows no such
- * package. Returns the vmlinuz path; does nothing when that version is already cached.
+ * boot/vmlinuz-* into .cache/kernels, and its VIRTIO_MODULES into debianModulesDir(). Runs
+ * `apt-get update` first only when apt knows no such package. Returns the vmlinuz path; does
+ * nothing when that version is already cached with its modules.
  */
 export function fetchDebianKernel(log: (line: string) => void = () => {}): string {
   let pkg = newestPackage();
@@ -74,7 +90,9 @@ export function fetchDebianKernel(log: (line: string) => void = () => {}): strin
   }
   const dir = kernelCacheDir();
   const target = join(dir, `vmlinuz-${DEBIAN_KERNEL_SERIES}-${pkg.abi}-cloud-amd64`);
-  if (existsSync(target)) {
+  const release = `${DEBIAN_KERNEL_SERIES}-${pkg.abi}-cloud-amd64`;
+  const modules = debianModulesDir(target);
+  if (existsSync(target) && existsSync(modules)) {
     log(`${target} is already cached`);
     return target;
   }
@@ -88,10 +106,17 @@ export function fetchDebianKernel(log: (line: string) => void = () => {}): strin
     run('apt-get', ['download', '-o', 'APT::Sandbox::User=root', pkg.name], work);
     const deb = readdirSync(work).find((name) => name.startsWith(`${pkg.name}_`) && name.endsWith('.deb'));
     if (!deb) throw new Error(`apt-get download ${pkg.name} left no .deb in ${work}`);
-    // dpkg-deb -x would unpack ~400 MB of modules; only boot/vmlinuz-* is needed.
-    run('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards "./boot/vmlinuz-*"', 'sh', join(work, deb), work]);
-    const extracted = join(work, 'boot', `vmlinuz-${DEBIAN_KERNEL_SERIES}-${pkg.abi}-cloud-amd64`);
+    // dpkg-deb -x would unpack ~400 MB of modules; only boot/vmlinuz-* and the virtio drivers are needed.
+    const moduleMembers = VIRTIO_MODULES.map((m) => `./lib/modules/${release}/kernel/${m}`);
+    run('sh', ['-c', 'deb="$1" dir="$2"; shift 2; dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards "./boot/vmlinuz-*" "$@"',
+      'sh', join(work, deb), work, ...moduleMembers]);
+    const extracted = join(work, 'boot', `vmlinuz-${release}`);
     if (!existsSync(extracted)) throw new Error(`${deb} holds no ${extracted.slice(work.length + 1)}`);
+    const moduleWork = join(work, 'modules');
+    mkdirSync(moduleWork);
+    for (const member of moduleMembers) renameSync(join(work, member), join(moduleWork, member.slice(member.lastIndexOf('/') + 1)));
+    rmSync(modules, { recursive: true, force: true });
+    renameSync(moduleWork, modules);
     renameSync(extracted, target);
     log(`cached ${target}`);
     return target;

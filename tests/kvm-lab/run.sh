@@ -11,6 +11,8 @@
 # Usage: tests/kvm-lab/run.sh [test files under dist/, default: the KVM integration tests]
 # Environment: LAB_SMP (default 2), LAB_MEM (default 3G), LAB_TIMEOUT seconds (default 2400),
 # LAB_TIME_SCALE (default 10: the tests' hang bounds, TSVMM_TEST_TIME_SCALE, are 10x longer),
+# LAB_WATCH: every that many seconds, print where each node thread waits (state, wchan, syscall,
+# kernel stack): for hangs.
 # LAB_RUN: a command to run in the lab's /repo instead of the tests (e.g. "node dist/bench/run.js
 # memslots"; the benchmarks' C baseline is built first, and QEMU comes along where it is installed).
 # Exit status: the exit status of `node --test` (or LAB_RUN) inside the lab (or 124 on timeout,
@@ -38,7 +40,7 @@ fi
 root="$work/root"
 rm -rf "$root" && mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,run,lib/modules,repo}
 cp "$(command -v busybox)" "$root/bin/busybox"
-for applet in sh mount umount insmod poweroff mkdir cat echo ln ls sleep dmesg; do ln -s busybox "$root/bin/$applet"; done
+for applet in sh mount umount insmod poweroff mkdir cat echo ln ls sleep dmesg grep cut sed head; do ln -s busybox "$root/bin/$applet"; done
 
 # A host binary with the shared libraries it loads (same Debian release on both sides).
 copy_binary() {
@@ -88,7 +90,8 @@ if [ "$#" -gt 0 ]; then tests="$*"; else
   # One line: it is spliced into the init script's node command.
   tests="dist/tests/vm.test.js dist/tests/vcpu-exec.test.js dist/tests/irqchip.test.js dist/tests/memory-map.test.js
          dist/tests/virtio.test.js dist/tests/virtio-pci.test.js dist/tests/virtio-net.test.js dist/tests/cli.test.js
-         dist/tests/eventfd.test.js dist/tests/slow/linux-boot.slow-test.js dist/tests/slow/linux-init.slow-test.js"
+         dist/tests/eventfd.test.js dist/tests/slow/linux-boot.slow-test.js dist/tests/slow/linux-init.slow-test.js
+         dist/tests/slow/linux-virtio.slow-test.js"
 fi
 tests="$(echo $tests)"
 
@@ -100,6 +103,17 @@ ip link set lo up
 cd /repo
 echo "kvm-lab: start \$(cat /proc/uptime)"
 ls -la /dev/kvm
+if [ -n "${LAB_WATCH:-}" ]; then
+  # Every LAB_WATCH seconds, where each node thread is: what it waits in and its kernel stack.
+  ( while sleep ${LAB_WATCH:-60}; do
+      echo "kvm-lab: watch \$(cut -d' ' -f1 /proc/uptime)"
+      for t in /proc/[0-9]*/task/*; do
+        grep -q node \${t%/task/*}/comm 2>/dev/null || continue
+        echo "  \${t#/proc/} \$(cat \$t/comm) \$(cut -d' ' -f3 \$t/stat) wchan=\$(cat \$t/wchan) syscall=\$(cut -d' ' -f1-3 \$t/syscall)"
+        sed 's/^/      /' \$t/stack 2>/dev/null | head -6
+      done
+    done ) &
+fi
 export TSVMM_REQUIRE_KVM=1 TSVMM_TEST_TIME_SCALE=${LAB_TIME_SCALE:-10} HOME=/tmp PATH=/sbin:/usr/sbin:/bin:/usr/bin
 ${LAB_RUN:-${lab_skips:-} /usr/bin/node --test --test-concurrency=1 $tests}
 echo "kvm-lab: exit=\$?"

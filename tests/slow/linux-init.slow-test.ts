@@ -5,32 +5,20 @@
 // Runs on ordinary KVM hosts and in the KVM lab (tests/kvm-lab/run.sh); skipped where the host
 // KVM cannot run Linux's kernel code to user space (this project's kvm_pvm hosts, HOST.md).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import test from 'node:test';
 import { debianKernelPath } from '../../src/boot/debian-kernel.js';
 import { linuxInitrdPath } from '../guests/index.js';
 import { kvmSkip, scaled } from '../kvm-available.js';
-import { cliPath } from '../repo.js';
+import { bootLinux, pvmSkip } from './boot-linux.js';
 
 const CPUS = 2;
-const pvmSkip = existsSync('/sys/module/kvm_pvm')
-  ? 'this host\'s KVM is kvm_pvm, which cannot run the kernel\'s own code far enough (HOST.md); run it in the KVM lab: npm run test:kvm-lab'
-  : false;
 
 test('the Debian cloud kernel boots to /init on 2 vCPUs and powers off through ACPI', { timeout: scaled(60_000), skip: kvmSkip || pvmSkip }, async (t) => {
   const kernel = debianKernelPath();
   if (!kernel) { t.skip('no Debian kernel in .cache/kernels; run `npm run fetch-kernel`'); return; }
   // earlyprintk: everything the kernel says reaches the serial port even if it stops early.
   const cmdline = 'earlyprintk=serial console=ttyS0 panic=-1';
-  const child = spawn(process.execPath, [cliPath, 'run', '--kernel', kernel, '--initrd', linuxInitrdPath(), '--append', cmdline,
-    '--memory', '512M', '--cpus', String(CPUS)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString('latin1'); });
-  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-  const status = await new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  const tail = `\n--- last serial output ---\n${out.slice(-3000)}\n--- stderr ---\n${err}`;
+  const { status, out, tail } = await bootLinux(kernel, linuxInitrdPath(), cmdline, ['--memory', '512M', '--cpus', String(CPUS)]);
   assert.match(out, /tsvmm-init: hello from \/init\r?\n/, `the kernel ran our /init${tail}`);
   assert.match(out, /tsvmm-init: kernel Linux 6\.1\.\S+-cloud-amd64\r?\n/, `uname from inside${tail}`);
   assert.match(out, new RegExp(`tsvmm-init: cpus ${CPUS}\\r?\\n`), `Linux brought up every vCPU of our MADT${tail}`);

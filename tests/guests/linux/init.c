@@ -5,6 +5,16 @@
  *   "tsvmm-init: hello from /init\n"
  *   "tsvmm-init: kernel <sysname> <release>\n"            (uname)
  *   "tsvmm-init: cpus <n>\n"                               (sched_getaffinity of pid 1: the CPUs online)
+ * When the initramfs carries kernel modules in /lib/modules (the virtio test packs Debian's own
+ * virtio drivers there), it loads those of MODULES that are present, in that order (dependencies
+ * first), mounts devtmpfs on /dev and uses what the drivers found:
+ *   "tsvmm-init: module <file> <0 or -errno>\n"
+ *   "tsvmm-init: vda device <where /sys/block/vda links to: the bus that carries the disk>\n"
+ *   "tsvmm-init: irq <each line of /proc/interrupts that names virtio>\n"
+ *   "tsvmm-init: vda sector0 <the first bytes of sector 0 up to NUL or newline>\n"   (/dev/vda, virtio_blk)
+ *   "tsvmm-init: vda wrote <bytes or -errno> fsync <0 or -errno>\n"   (WRITE_MARK at byte WRITE_OFFSET)
+ *   "tsvmm-init: hwrng <bytes or -errno> bytes\n"                      (/dev/hwrng, virtio-rng)
+ *   "tsvmm-init: hvc0 <bytes or -errno>\n"                             (HVC_MARK written to /dev/hvc0, virtio_console)
  * then reboot(LINUX_REBOOT_CMD_POWER_OFF), which Linux carries out by writing \_S5 to PM1a_CNT.
  * If that returns it prints "tsvmm-init: power-off failed (<-errno>)\n" and exits, which panics
  * the kernel (and with panic=-1 it reboots through the i8042).
@@ -14,8 +24,21 @@
  */
 typedef unsigned long u64;
 
+#define SYS_read 0
 #define SYS_write 1
+#define SYS_open 2
+#define SYS_close 3
+#define SYS_pread64 17
+#define SYS_pwrite64 18
 #define SYS_exit 60
+#define SYS_fsync 74
+#define SYS_readlink 89
+#define SYS_mount 165
+#define SYS_finit_module 313
+#define O_RDONLY 0
+#define O_WRONLY 1
+#define O_RDWR 2
+#define ENOENT 2
 #define SYS_uname 63
 #define SYS_reboot 169
 #define SYS_sched_getaffinity 204
@@ -23,12 +46,26 @@ typedef unsigned long u64;
 #define LINUX_REBOOT_MAGIC2 672274793ul
 #define LINUX_REBOOT_CMD_POWER_OFF 0x4321fedcul
 
-static long syscall4(long n, u64 a, u64 b, u64 c, u64 d) {
+static long syscall5(long n, u64 a, u64 b, u64 c, u64 d, u64 e) {
 	long r;
 	register u64 r10 __asm__("r10") = d;
-	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+	register u64 r8 __asm__("r8") = e;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8) : "rcx", "r11", "memory");
 	return r;
 }
+
+static long syscall4(long n, u64 a, u64 b, u64 c, u64 d) { return syscall5(n, a, b, c, d, 0); }
+
+/* Written by the virtio test's host side into the disk image and checked there afterwards. */
+#define WRITE_OFFSET 4096
+#define WRITE_MARK "tsvmm-init: written by Linux's virtio_blk\n"
+#define HVC_MARK "tsvmm-init: hello through hvc0\n"
+
+/* Dependencies before their users (modinfo -F depends). */
+static const char *const MODULES[] = {
+	"virtio.ko", "virtio_ring.ko", "virtio_mmio.ko", "virtio_pci_modern_dev.ko", "virtio_pci_legacy_dev.ko", "virtio_pci.ko",
+	"virtio_blk.ko", "virtio-rng.ko", "virtio_console.ko",
+};
 
 static u64 length(const char *s) {
 	u64 n = 0;
@@ -51,6 +88,116 @@ static void say_dec(long v) {
 	if (negative)
 		buf[--i] = '-';
 	say(&buf[i]);
+}
+
+static void say_chars(const char *s, long n) { syscall4(SYS_write, 1, (u64)s, n, 0); }
+
+static void say_result(const char *what, long r, const char *end) {
+	say(what);
+	say_dec(r);
+	say(end);
+}
+
+/* Loads the modules the initramfs carries; returns how many it found. */
+static int load_modules(void) {
+	static char path[64];
+	int found = 0;
+	for (unsigned i = 0; i < sizeof MODULES / sizeof MODULES[0]; i++) {
+		const char *prefix = "/lib/modules/";
+		u64 n = 0;
+		for (const char *p = prefix; *p; p++)
+			path[n++] = *p;
+		for (const char *p = MODULES[i]; *p && n < sizeof path - 1; p++)
+			path[n++] = *p;
+		path[n] = 0;
+		long fd = syscall4(SYS_open, (u64)path, O_RDONLY, 0, 0);
+		if (fd == -ENOENT)
+			continue;
+		found++;
+		long r = fd < 0 ? fd : syscall4(SYS_finit_module, fd, (u64) "", 0, 0);
+		say("tsvmm-init: module ");
+		say(MODULES[i]);
+		say_result(" ", r, "\n");
+		if (fd >= 0)
+			syscall4(SYS_close, fd, 0, 0, 0);
+	}
+	return found;
+}
+
+static void mount_fs(const char *type, const char *at) {
+	long r = syscall5(SYS_mount, (u64)type, (u64)at, (u64)type, 0, 0);
+	if (r < 0) {
+		say("tsvmm-init: mount ");
+		say(type);
+		say_result(" ", r, "\n");
+	}
+}
+
+/* Which bus the disk sits on, and the virtio interrupts (MSI-X over PCI, IO-APIC lines over mmio). */
+static void report_virtio_topology(void) {
+	static char buf[8192];
+	long n = syscall4(SYS_readlink, (u64) "/sys/block/vda", (u64)buf, sizeof buf - 1, 0);
+	if (n > 0) {
+		say("tsvmm-init: vda device ");
+		say_chars(buf, n);
+		say("\n");
+	}
+	long fd = syscall4(SYS_open, (u64) "/proc/interrupts", O_RDONLY, 0, 0);
+	if (fd < 0)
+		return;
+	n = syscall4(SYS_read, fd, (u64)buf, sizeof buf - 1, 0);
+	syscall4(SYS_close, fd, 0, 0, 0);
+	for (long start = 0, i = 0; i < n; i++) {
+		if (buf[i] != '\n')
+			continue;
+		int named = 0;
+		for (long j = start; j + 6 <= i && !named; j++)
+			named = buf[j] == 'v' && buf[j + 1] == 'i' && buf[j + 2] == 'r' && buf[j + 3] == 't' && buf[j + 4] == 'i' && buf[j + 5] == 'o';
+		if (named) {
+			say("tsvmm-init: irq ");
+			say_chars(buf + start, i + 1 - start);
+		}
+		start = i + 1;
+	}
+}
+
+/* Uses the block, rng and console devices the virtio drivers registered. */
+static void use_virtio_devices(void) {
+	mount_fs("devtmpfs", "/dev");
+	mount_fs("sysfs", "/sys");
+	mount_fs("proc", "/proc");
+	report_virtio_topology();
+	long fd = syscall4(SYS_open, (u64) "/dev/vda", O_RDWR, 0, 0);
+	if (fd >= 0) {
+		static char sector[512];
+		long n = syscall4(SYS_pread64, fd, (u64)sector, sizeof sector, 0);
+		long shown = 0;
+		while (shown < n && shown < 64 && sector[shown] != 0 && sector[shown] != '\n')
+			shown++;
+		say("tsvmm-init: vda sector0 ");
+		if (n < 0)
+			say_dec(n);
+		else
+			say_chars(sector, shown);
+		say("\n");
+		long w = syscall4(SYS_pwrite64, fd, (u64)WRITE_MARK, length(WRITE_MARK), WRITE_OFFSET);
+		long s = syscall4(SYS_fsync, fd, 0, 0, 0);
+		say_result("tsvmm-init: vda wrote ", w, "");
+		say_result(" fsync ", s, "\n");
+		syscall4(SYS_close, fd, 0, 0, 0);
+	} else if (fd != -ENOENT)
+		say_result("tsvmm-init: vda open ", fd, "\n");
+	fd = syscall4(SYS_open, (u64) "/dev/hwrng", O_RDONLY, 0, 0);
+	if (fd >= 0) {
+		static char random[16];
+		say_result("tsvmm-init: hwrng ", syscall4(SYS_read, fd, (u64)random, sizeof random, 0), " bytes\n");
+		syscall4(SYS_close, fd, 0, 0, 0);
+	}
+	fd = syscall4(SYS_open, (u64) "/dev/hvc0", O_WRONLY, 0, 0);
+	if (fd >= 0) {
+		say_result("tsvmm-init: hvc0 ", syscall4(SYS_write, fd, (u64)HVC_MARK, length(HVC_MARK), 0), "\n");
+		syscall4(SYS_close, fd, 0, 0, 0);
+	}
 }
 
 /* struct utsname: six fields of 65 bytes. */
@@ -77,6 +224,8 @@ void _start(void) {
 	say("tsvmm-init: cpus ");
 	say_dec(bytes < 0 ? bytes : cpus);
 	say("\n");
+	if (load_modules() > 0)
+		use_virtio_devices();
 	long r = syscall4(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_POWER_OFF, 0);
 	say("tsvmm-init: power-off failed (");
 	say_dec(r);
