@@ -19,12 +19,10 @@ const STATUS_GPA = 0x20_0000;
 const MiB = 1 << 20;
 
 const CPUS = 4; // more vCPUs than the 2 host cores of our CI machines
+/** each guest CPU's round counter */
+const roundsPerCpu = (m: Machine) => m.vcpus.map((_, c) => Number(m.memory.readU64(STATUS_GPA + (8 + c) * 8)));
 /** the fewest rounds any guest CPU has done */
-const rounds = (m: Machine) => {
-  let min = Infinity;
-  for (let c = 0; c < m.vcpus.length; c++) min = Math.min(min, Number(m.memory.readU64(STATUS_GPA + (8 + c) * 8)));
-  return min;
-};
+const rounds = (m: Machine) => Math.min(...roundsPerCpu(m));
 const errors = (m: Machine) => Number(m.memory.readU64(STATUS_GPA + 16));
 
 function covers(ranges: readonly GpaRange[], gpa: number, sizeBytes: number): boolean {
@@ -55,8 +53,11 @@ async function torture(m: Machine, mode: CommitMode, iterations: number): Promis
     // Dirty pages survive the split: two full rounds after a harvest, every page was written.
     if (i % 50 === 0) {
       m.memoryMap.harvestDirty();
-      const r = rounds(m);
-      await waitFor('two rounds on every guest CPU', () => rounds(m) >= r + 2, 20000);
+      // Each CPU against its own count: the CPUs' counts drift far apart (one may be thousands of
+      // rounds ahead and then stall while the others catch up), so "the slowest CPU did two more"
+      // says nothing about the others (the min-against-min wait lost whole CPUs' pages).
+      const before = roundsPerCpu(m);
+      await waitFor('two rounds on every guest CPU', () => roundsPerCpu(m).every((n, c) => n >= before[c]! + 2), 20000);
       // With the vCPUs running: a ring harvest kicks them first (the library does, not the test).
       const dirty = await m.memoryMap.harvestDirtyComplete();
       assert.ok(covers(dirty, REGION_GPA, PAGES * PAGE), `iteration ${i}: every torture page in the harvest; got ${JSON.stringify(dirty)}`);
