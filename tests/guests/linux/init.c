@@ -6,8 +6,8 @@
  *   "tsvmm-init: kernel <sysname> <release>\n"            (uname)
  *   "tsvmm-init: cpus <n>\n"                               (sched_getaffinity of pid 1: the CPUs online)
  * When the initramfs carries kernel modules in /lib/modules (the virtio test packs Debian's own
- * virtio drivers there), it loads those of MODULES that are present, in that order (dependencies
- * first), mounts devtmpfs on /dev and uses what the drivers found:
+ * virtio drivers there), it loads those of MODULES that are present (in passes, whatever their
+ * dependencies), mounts devtmpfs on /dev and uses what the drivers found:
  *   "tsvmm-init: module <file> <0 or -errno>\n"
  *   "tsvmm-init: vda device <where /sys/block/vda links to: the bus that carries the disk>\n"
  *   "tsvmm-init: irq <each line of /proc/interrupts that names virtio>\n"
@@ -61,11 +61,17 @@ static long syscall4(long n, u64 a, u64 b, u64 c, u64 d) { return syscall5(n, a,
 #define WRITE_MARK "tsvmm-init: written by Linux's virtio_blk\n"
 #define HVC_MARK "tsvmm-init: hello through hvc0\n"
 
-/* Dependencies before their users (modinfo -F depends). */
+/*
+ * Debian's virtio drivers. Their dependencies differ between kernel builds (6.1.0-57's virtio.ko
+ * needs virtio_ring.ko, and a fixed order once had it first), so load_modules retries in passes
+ * instead of trusting an order: a module whose dependency is missing fails with -ENOENT ("Unknown symbol")
+ * and loads in a later pass.
+ */
 static const char *const MODULES[] = {
-	"virtio.ko", "virtio_ring.ko", "virtio_mmio.ko", "virtio_pci_modern_dev.ko", "virtio_pci_legacy_dev.ko", "virtio_pci.ko",
+	"virtio_ring.ko", "virtio.ko", "virtio_mmio.ko", "virtio_pci_modern_dev.ko", "virtio_pci_legacy_dev.ko", "virtio_pci.ko",
 	"virtio_blk.ko", "virtio-rng.ko", "virtio_console.ko",
 };
+#define N_MODULES (sizeof MODULES / sizeof MODULES[0])
 
 static u64 length(const char *s) {
 	u64 n = 0;
@@ -98,28 +104,54 @@ static void say_result(const char *what, long r, const char *end) {
 	say(end);
 }
 
-/* Loads the modules the initramfs carries; returns how many it found. */
-static int load_modules(void) {
+/* Opens /lib/modules/<name>: a file descriptor, or -errno. */
+static long open_module(const char *name) {
 	static char path[64];
+	const char *prefix = "/lib/modules/";
+	u64 n = 0;
+	for (const char *p = prefix; *p; p++)
+		path[n++] = *p;
+	for (const char *p = name; *p && n < sizeof path - 1; p++)
+		path[n++] = *p;
+	path[n] = 0;
+	return syscall4(SYS_open, (u64)path, O_RDONLY, 0, 0);
+}
+
+/*
+ * Loads the modules the initramfs carries, in passes until one loads nothing more, then reports
+ * each module's last result; returns how many it found.
+ */
+static int load_modules(void) {
+	long result[N_MODULES];
 	int found = 0;
-	for (unsigned i = 0; i < sizeof MODULES / sizeof MODULES[0]; i++) {
-		const char *prefix = "/lib/modules/";
-		u64 n = 0;
-		for (const char *p = prefix; *p; p++)
-			path[n++] = *p;
-		for (const char *p = MODULES[i]; *p && n < sizeof path - 1; p++)
-			path[n++] = *p;
-		path[n] = 0;
-		long fd = syscall4(SYS_open, (u64)path, O_RDONLY, 0, 0);
-		if (fd == -ENOENT)
+	for (unsigned i = 0; i < N_MODULES; i++) {
+		long fd = open_module(MODULES[i]);
+		result[i] = fd == -ENOENT ? 1 : -1; /* 1: absent, never tried */
+		if (fd >= 0) {
+			found++;
+			syscall4(SYS_close, fd, 0, 0, 0);
+		}
+	}
+	for (int progress = 1; progress;) {
+		progress = 0;
+		for (unsigned i = 0; i < N_MODULES; i++) {
+			if (result[i] >= 0)
+				continue; /* absent or loaded */
+			long fd = open_module(MODULES[i]);
+			long r = fd < 0 ? fd : syscall4(SYS_finit_module, fd, (u64) "", 0, 0);
+			if (fd >= 0)
+				syscall4(SYS_close, fd, 0, 0, 0);
+			result[i] = r;
+			if (r == 0)
+				progress = 1;
+		}
+	}
+	for (unsigned i = 0; i < N_MODULES; i++) {
+		if (result[i] == 1)
 			continue;
-		found++;
-		long r = fd < 0 ? fd : syscall4(SYS_finit_module, fd, (u64) "", 0, 0);
 		say("tsvmm-init: module ");
 		say(MODULES[i]);
-		say_result(" ", r, "\n");
-		if (fd >= 0)
-			syscall4(SYS_close, fd, 0, 0, 0);
+		say_result(" ", result[i], "\n");
 	}
 	return found;
 }
