@@ -175,3 +175,19 @@ test('every posted item runs exactly once over a random mix of idle points, dead
   assert.equal(q.stats.ranIdle + q.stats.ranFallback + q.stats.cancelled, nextId);
   assert.equal(q.length, 0);
 });
+
+// Regression: the machine's fallback timer (setTimeout, whole milliseconds) fired a little before
+// the deadline; runDue ran nothing, the deadline had not changed so nothing re-armed the spent
+// timer, and the work never ran (the kernel-irqchip deferred-work test failed 2 runs in 5).
+test('a fallback timer that fires before the deadline is armed again for the same deadline', () => {
+  const { q, ran, job, clock, armed } = rig();
+  q.post('a', job('a'), { maxDelayNs: 5n * MS });
+  assert.deepEqual(armed, [5n * MS]);
+  clock.now = 5n * MS - 300n * US; // the timer fires early
+  assert.equal(q.runDue(), 0);
+  assert.deepEqual(armed, [5n * MS, 5n * MS], 're-armed although the deadline is the same');
+  clock.now = 5n * MS;
+  assert.equal(q.runDue(), 1);
+  assert.deepEqual(ran, ['a']);
+  assert.deepEqual(armed, [5n * MS, 5n * MS, null]);
+});

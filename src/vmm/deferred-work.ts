@@ -74,7 +74,8 @@ export class DeferredWorkQueue {
   private readonly queues: Item[][] = Array.from({ length: PRIORITY_LEVELS }, () => []);
   private queued = 0;
   private seq = 0;
-  private armedNs: bigint | null = null;
+  /** what armFallback was last told; undefined once the fallback timer has fired (spent) */
+  private armedNs: bigint | null | undefined = null;
   private running = false;
   private readonly minIdleSliceNs: bigint;
   readonly stats: DeferredWorkStats = { posted: 0, ranIdle: 0, ranFallback: 0, cancelled: 0, failed: 0 };
@@ -129,8 +130,14 @@ export class DeferredWorkQueue {
     return this.drain((item) => item !== null && this.wantsIdleTime(untilNs), 'ranIdle');
   }
 
-  /** The fallback timer fired: runs every item whose deadline has passed, whatever the vCPUs do. */
+  /**
+   * The fallback timer fired: runs every item whose deadline has passed, whatever the vCPUs do.
+   * The timer is one-shot, so what it was armed for is spent: the next deadline is armed again
+   * even when it is the same instant (a timer that fires a little early, as the event loop's
+   * millisecond clock lets it, finds nothing due and must fire again).
+   */
   runDue(): number {
+    this.armedNs = undefined;
     const now = this.opts.nowNs();
     let ran = 0;
     // Due items in deadline order (then posting order), not priority order: they are all late.

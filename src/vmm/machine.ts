@@ -294,7 +294,9 @@ export class Machine implements ExitHandlers {
     if (this.fallbackTimer) clearTimeout(this.fallbackTimer);
     this.fallbackTimer = null;
     if (deadlineNs === null || this.stopped) return;
-    const ms = Math.max(0, Number(deadlineNs - process.hrtime.bigint()) / 1e6);
+    // Rounded up: the event loop's clock counts whole milliseconds, and a timer that fires before
+    // the deadline runs nothing (runDue then arms it again).
+    const ms = Math.max(0, Math.ceil(Number(deadlineNs - process.hrtime.bigint()) / 1e6));
     this.fallbackTimer = setTimeout(() => { this.fallbackTimer = null; this.deferredWork.runDue(); }, ms);
     this.fallbackTimer.unref();
   }
