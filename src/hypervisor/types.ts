@@ -64,6 +64,8 @@ export interface VcpuStats {
   kickAck: number;
   /** by exit reason name: exits and the syscalls spent on them (KVM_RUN included) */
   byReason: Record<string, { exits: number; syscalls: number }>;
+  /** MWAITs the VMM took as idle points (hosts that hand MONITOR/MWAIT to it, userspace irqchip) */
+  mwaitIdle: number;
 }
 
 export interface RamSlot { gpa: number; sizeBytes: number; hva: bigint }
@@ -95,7 +97,7 @@ export interface HvVcpu {
    * HLT exits to the VMM, interrupts are injected when the guest can take them, and an AP waits
    * for its STARTUP IPI (startupIpi) before it first runs.
    */
-  start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[], irqchip?: IrqchipMode): Promise<void>;
+  start(handlers: ExitHandlers, local: VcpuLocalDevice[], irqchip?: IrqchipMode): Promise<void>;
   // ---- the VMM's own interrupt controllers (start(..., 'userspace')); any thread may call these ----
   /** Whether the controller has an interrupt for this vCPU; true makes it call interruptAck at its next window. */
   setInterruptPending(pending: boolean): void;
@@ -160,7 +162,8 @@ export interface HvVm {
    * over, instead of reporting an emulation failure.
    */
   beginMapChange(): void;
-  endMapChange(): void;
+  /** `ram`: the RAM regions of the map after the change, for the vCPU threads' own view of guest RAM. */
+  endMapChange(ram?: readonly RamSlot[]): void;
   /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
   createInterruptControllers(): void;
   irqLine(gsi: number, level: 0 | 1): void;

@@ -77,3 +77,9 @@ test('the pure dirty ring reader (src/memory/dirty-ring.ts) uses the ABI table\'
   assert.deepEqual([ring.KVM_DIRTY_GFN_F_DIRTY, ring.KVM_DIRTY_GFN_F_RESET, ring.KVM_DIRTY_GFN_F_MASK],
     [abi.KVM_DIRTY_GFN_F_DIRTY, abi.KVM_DIRTY_GFN_F_RESET, abi.KVM_DIRTY_GFN_F_MASK]);
 });
+
+test('kvm_run.emulation_failure as gcc lays it out from <linux/kvm.h> (offsets from the exit union: 0 4 8 16 17)', () => {
+  const at = abi.kvm_run_emulation_failure.at;
+  assert.deepEqual([at.suberror, at.ndata, at.flags, at.insn_size, at.insn_bytes], [0, 4, 8, 16, 17]);
+  assert.equal(abi.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, 1n);
+});

@@ -103,6 +103,11 @@ export const kvm_run_fail_entry = layout('kvm_run_fail_entry', 16, {
 export const kvm_run_internal = layout('kvm_run_internal', 136, {
   suberror: [0, 'u32'], ndata: [4, 'u32'], data: [8, 'u64', 16],
 });
+/** kvm_run.emulation_failure: kvm_run.internal when suberror is KVM_INTERNAL_ERROR_EMULATION. */
+export const kvm_run_emulation_failure = layout('kvm_run_emulation_failure', 32, {
+  suberror: [0, 'u32'], ndata: [4, 'u32'], flags: [8, 'u64'], insn_size: [16, 'u8'], insn_bytes: [17, 'u8', 15],
+});
+export const KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1n << 0n;
 export const kvm_run_debug = layout('kvm_run_debug', 32, {
   exception: [0, 'u32'], pad: [4, 'u32'], pc: [8, 'u64'], dr6: [16, 'u64'], dr7: [24, 'u64'],
 });

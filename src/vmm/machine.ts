@@ -210,9 +210,8 @@ export class Machine implements ExitHandlers {
     if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
     // All at once: an AP that is not in KVM_RUN yet when the BSP sends INIT/SIPI still gets them,
     // because the in-kernel LAPIC latches them until the AP runs.
-    const ram = this.memoryMap.ramSpecs();
     this.irqchip?.attach(this.vcpus);
-    await Promise.all(this.vcpus.map((v) => v.start(this, ram, local, this.config.irqchip ?? 'kernel')));
+    await Promise.all(this.vcpus.map((v) => v.start(this, local, this.config.irqchip ?? 'kernel')));
   }
 
   /** How the machine ended, once it has (set before its RAM and vCPUs are released); else null. */

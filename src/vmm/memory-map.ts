@@ -179,16 +179,20 @@ export class MemoryMap {
       this.tracker.markGpa(old.gpa, old.sizeBytes);
     }
     this.vm.beginMapChange();
+    let ram: RamRegionSpec[] | undefined;
     try {
       for (const o of ops) {
         if (o.op === 'delete') this.vm.deleteMemslot(o.slot, o.gpa);
         else this.vm.setMemslot(o.slot, memslotFor(o, this.host(o.hostId)));
       }
+      this.tracker.applyOps(ops, harvested);
+      ram = ramSpecsFor(this.tracker.slots(), this.hosts);
     } finally {
-      this.vm.endMapChange();
+      // The vCPU threads' view of RAM changes with the map (unchanged when an op failed: the
+      // map is broken then, and the VM must stop).
+      this.vm.endMapChange(ram);
     }
-    this.tracker.applyOps(ops, harvested);
-    this.memory.remap(ramSpecsFor(this.tracker.slots(), this.hosts));
+    this.memory.remap(ram);
   }
 
   private host(hostId: string): HostAllocation {

@@ -29,6 +29,7 @@ export const GUEST_NAMES = [
   'idle',
   'virtio-pci',
   'virtio-pci-qemu',
+  'mwait',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];

@@ -12,6 +12,7 @@ import type {
   CpuidEntry, ExitHandlers, HvMemslot, HvVcpu, HvVm, Hypervisor, IrqchipMode, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
 } from '../types.js';
 import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
+import { SharedRamTable } from './ram-table.js';
 import {
   AccessKind, CONTROL_BLOCK_BYTES, CTRL, Mbox, MBOX_DATA_BYTE_OFFSET, SIG_KICK, STAT_REASONS, VCPU_STATE_NAMES, VcpuCommand,
   type VcpuPeer, type VcpuWorkerData, type VcpuWorkerMessage,
@@ -77,6 +78,8 @@ class KvmVmHandle implements HvVm {
   /** shared with every vCPU thread: see beginMapChange */
   private readonly mapSeq = new SharedArrayBuffer(4);
   private readonly mapSeqView = new Int32Array(this.mapSeq);
+  /** the current RAM map, shared with every vCPU thread (rewritten by endMapChange) */
+  private readonly ramTable: SharedRamTable;
   private msiChecked = false;
   /** with enableDirtyRing: the ring size, the VMM's drain, and each vCPU's mapped ring */
   private dirtyRing: { sizeBytes: number; onFull: () => void } | null = null;
@@ -92,6 +95,8 @@ class KvmVmHandle implements HvVm {
     if (system.checkExtension('KVM_CAP_EXIT_ON_EMULATION_FAILURE')) {
       vm.enableCap(abi.KVM_CAP.KVM_CAP_EXIT_ON_EMULATION_FAILURE, [1], 'asking KVM to exit on every emulation failure');
     }
+    // One entry per memslot: RAM regions are memslots.
+    this.ramTable = new SharedRamTable(new SharedArrayBuffer(SharedRamTable.bytesFor(this.maxMemslots())));
   }
 
   maxMemslots(): number {
@@ -153,7 +158,9 @@ class KvmVmHandle implements HvVm {
     Atomics.add(this.mapSeqView, 0, 1);
   }
 
-  endMapChange(): void {
+  endMapChange(ram?: readonly RamSlot[]): void {
+    // Still odd: no vCPU thread takes the table half-written.
+    if (ram !== undefined) this.ramTable.write(ram);
     Atomics.add(this.mapSeqView, 0, 1);
     Atomics.notify(this.mapSeqView, 0);
   }
@@ -211,7 +218,7 @@ class KvmVmHandle implements HvVm {
       }
       this.rings.push({ mapping, reader: new DirtyRingReader(hostView(mapping.hva, mapping.sizeBytes)) });
     }
-    const v = new KvmVcpuHandle(vcpu, this.mapSeq, () => this.vcpus.map((p) => p.peer()), () => this.dirtyRingFull());
+    const v = new KvmVcpuHandle(vcpu, this.mapSeq, this.ramTable.buffer, () => this.vcpus.map((p) => p.peer()), () => this.dirtyRingFull());
     this.vcpus.push(v);
     return v;
   }
@@ -284,7 +291,8 @@ class KvmVcpuHandle implements HvVcpu {
   /** true while the main thread runs a handler for this vCPU's mailbox request */
   private servingMailbox = false;
 
-  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly peers: () => VcpuPeer[],
+  constructor(private readonly vcpu: KvmVcpu, private readonly mapSeq: SharedArrayBuffer, private readonly ramTable: SharedArrayBuffer,
+    private readonly peers: () => VcpuPeer[],
     private readonly dirtyRingFull: () => void) {
     this.index = vcpu.index;
     this.run8 = new Uint8Array(vcpu.runView());
@@ -325,11 +333,11 @@ class KvmVcpuHandle implements HvVcpu {
     }
   }
 
-  async start(handlers: ExitHandlers, ram: RamSlot[], local: VcpuLocalDevice[], irqchip: IrqchipMode = 'kernel'): Promise<void> {
+  async start(handlers: ExitHandlers, local: VcpuLocalDevice[], irqchip: IrqchipMode = 'kernel'): Promise<void> {
     this.handlers = handlers;
     const data: VcpuWorkerData = {
       index: this.index, fd: this.vcpu.fd, runHva: this.vcpu.runHva, runSizeBytes: this.vcpu.runSizeBytes,
-      control: this.control, mapSeq: this.mapSeq, ram, localDevices: local, peers: this.peers(),
+      control: this.control, mapSeq: this.mapSeq, ramTable: this.ramTable, localDevices: local, peers: this.peers(),
       irqchip, waitForSipi: irqchip === 'userspace' && this.index !== 0,
     };
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
@@ -547,6 +555,7 @@ class KvmVcpuHandle implements HvVcpu {
     return {
       exits: Atomics.load(this.ctrl, CTRL.STAT_EXITS), kicks: Atomics.load(this.ctrl, CTRL.STAT_KICKS),
       kickSeq: Atomics.load(this.ctrl, CTRL.KICK_SEQ), kickAck: Atomics.load(this.ctrl, CTRL.KICK_ACK), byReason,
+      mwaitIdle: Atomics.load(this.ctrl, CTRL.STAT_MWAIT_IDLE),
     };
   }
 

@@ -6,8 +6,8 @@ interface KnownInstruction { bytes: number[]; name: string; note: string }
 
 const KNOWN: KnownInstruction[] = [
   { bytes: [0xcc], name: 'int3', note: 'software breakpoints are not emulated by this host\'s KVM (HOST.md); use hardware breakpoints' },
-  { bytes: [0x0f, 0x01, 0xc8], name: 'monitor', note: 'MONITOR/MWAIT are not offered to guests; the guest ignored CPUID' },
-  { bytes: [0x0f, 0x01, 0xc9], name: 'mwait', note: 'MONITOR/MWAIT are not offered to guests; the guest ignored CPUID' },
+  { bytes: [0x0f, 0x01, 0xc8], name: 'monitor', note: 'tsvmm emulates MONITOR/MWAIT only unprefixed at CPL0, and does not offer them in CPUID' },
+  { bytes: [0x0f, 0x01, 0xc9], name: 'mwait', note: 'tsvmm emulates MONITOR/MWAIT only unprefixed at CPL0, and does not offer them in CPUID' },
   { bytes: [0x0f, 0x01, 0xc1], name: 'vmcall', note: 'KVM hypercalls are not supported by tsvmm' },
   { bytes: [0x0f, 0x01, 0xd9], name: 'vmmcall', note: 'KVM hypercalls are not supported by tsvmm' },
   { bytes: [0x0f, 0x0b], name: 'ud2', note: 'the guest raised #UD deliberately' },

@@ -55,6 +55,8 @@ export const CTRL = {
   NMI_PENDING: 30,
   /** 1 when the VMM has deferred work for idle vCPUs: a halting vCPU then reports its idle time */
   WANTS_IDLE: 31,
+  /** MWAITs this vCPU took as idle points (slept until a write to the monitored line or an interrupt) */
+  STAT_MWAIT_IDLE: 42,
   /** the vCPU's next timer instant (LAPIC timer, PIT), CLOCK_MONOTONIC ns, 0 for none; BigInt64 slot 20 (byte 160) */
   IRQ_DEADLINE_BIGINT_SLOT: 20,
   /** register snapshot area (byte offset 256): kvm_regs then kvm_sregs */
@@ -93,7 +95,8 @@ export interface VcpuWorkerData {
   control: SharedArrayBuffer;
   /** the VM's memory-map sequence (Int32 slot 0): odd while memslots change under running vCPUs */
   mapSeq: SharedArrayBuffer;
-  ram: Array<{ gpa: number; sizeBytes: number; hva: bigint }>;
+  /** the VM's current RAM map (SharedRamTable), rewritten inside each map change */
+  ramTable: SharedArrayBuffer;
   localDevices: LocalDeviceSpec[];
   /** every vCPU of the VM by index (this one included), so this thread can kick any of them */
   peers: VcpuPeer[];

@@ -14,6 +14,7 @@ import {
   type LocalDeviceSpec, type VcpuWorkerData, type VcpuWorkerMessage,
 } from './vcpu-protocol.js';
 import { formatBytes, hex, identifyInstruction } from './diagnose.js';
+import { readRamTable, SharedRamTable } from './ram-table.js';
 import { fieldId, VcpuStateCache } from './state-cache.js';
 
 const EINTR = 4;
@@ -33,10 +34,22 @@ const vcpuFd = data.fd;
 const runBuf = vcpu.runView();
 const run8 = new Uint8Array(runBuf);
 const run = new DataView(runBuf);
-// For diagnostics only (the bytes at RIP): the RAM of the boot-time map. Host allocations stay
-// mapped until the VM is gone, so a later map change leaves this stale but never dangling.
-const memory = new GuestMemory(data.ram, hostView);
 const mapSeq = new Int32Array(data.mapSeq);
+// Guest RAM as this thread reads it (the bytes at RIP, a MONITORed line): the VM's current map,
+// taken again from the shared RAM table whenever the map sequence has moved.
+const ramTable = new SharedRamTable(data.ramTable);
+const memory = new GuestMemory([], hostView);
+let memorySeq = -1;
+
+/** Guest RAM through the current map; null while the map is changing (or changed during the read). */
+function currentMemory(): GuestMemory | null {
+  if (Atomics.load(mapSeq, 0) === memorySeq) return memory;
+  const t = readRamTable(ramTable, mapSeq);
+  if (t === null) return null;
+  memory.remap(t.slots);
+  memorySeq = t.seq;
+  return memory;
+}
 /** the memory-map sequence when this vCPU last entered KVM_RUN */
 let mapSeqAtEntry = 0;
 
@@ -245,14 +258,15 @@ function sipiOrInitPending(): boolean {
 
 /**
  * Sleeps until HALT_WAKE moves (a kick, a command, an interrupt, INIT/SIPI) or, when `timed`,
- * the irq deadline passes, whichever is first; at most 50 ms at a time so nothing waits on a lost
- * notify. Returns at once when `wakes()` already holds.
+ * the irq deadline passes, whichever is first; at most `sliceMs` at a time (50 ms: so nothing
+ * waits on a lost notify; less where `wakes()` must be polled). Returns at once when `wakes()`
+ * already holds.
  */
-function sleepUntilWoken(wakes: () => boolean, timed: boolean): void {
+function sleepUntilWoken(wakes: () => boolean, timed: boolean, sliceMs = 50): void {
   const wake = Atomics.load(ctrl, CTRL.HALT_WAKE);
   if (wakes() || Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None) return;
   const deadline = timed ? Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT) : 0n;
-  let timeoutMs = 50;
+  let timeoutMs = sliceMs;
   if (deadline !== 0n) {
     const leftNs = deadline - process.hrtime.bigint();
     if (leftNs <= 0n) return;
@@ -299,6 +313,16 @@ function prepareEntry(): boolean {
     }
     halted = false;
   }
+  if (mwaiting) {
+    if (!wakesFromMwait()) {
+      sleepUntilWoken(wakesFromMwait, true, MWAIT_POLL_MS);
+      runDueTimers();
+      if (!wakesFromMwait()) return false;
+    }
+    // MWAIT has ended, and with it the monitor (SDM: the next MWAIT needs a new MONITOR).
+    mwaiting = false;
+    monitorGpa = -1;
+  }
   if (Atomics.exchange(ctrl, CTRL.NMI_PENDING, 0) === 1) {
     syscalls.count();
     vcpu.nmi();
@@ -323,6 +347,97 @@ function prepareEntry(): boolean {
 function onHalt(): void {
   halted = true;
   if (Atomics.load(ctrl, CTRL.WANTS_IDLE) === 1 && !wakesFromHalt()) ask(AccessKind.Idle);
+}
+
+// ---- MONITOR/MWAIT -------------------------------------------------------------------------
+// Hosts whose KVM cannot emulate MONITOR/MWAIT (this one: HOST.md) stop the vCPU with an emulation
+// failure instead of treating them as NOPs as KVM on VMX/SVM does. tsvmm then emulates them: MONITOR
+// arms the 64-byte line at DS:rAX; with the userspace irqchip MWAIT is an idle point like HLT (the
+// vCPU hands its time to deferred work and sleeps until the line changes, an interrupt is pending,
+// with IF set or ECX bit 0 set, or an NMI, INIT or SIPI arrives), with KVM's it returns at once
+// (tsvmm cannot see the in-kernel LAPIC's pending interrupts, and an early return is one of
+// MWAIT's allowed wake-ups). Writes by other vCPUs never exit, so the sleeping thread compares the
+// line with its contents at MONITOR every MWAIT_POLL_MS: a store of the value already there goes
+// unseen, which guests that wait for a flag to change never do. Spec: Intel SDM vol. 2B MONITOR,
+// MWAIT; vol. 3A 9.10.4 (the monitored line, CPUID leaf 5).
+const MONITOR_LINE_BYTES = 64;
+const MWAIT_POLL_MS = 0.5;
+const MONITOR_OPCODE = 0xc8; // 0f 01 c8
+const MWAIT_OPCODE = 0xc9; // 0f 01 c9
+const MWAIT_ECX_INTERRUPT_BREAK = 1n; // interrupts end MWAIT even with IF clear
+const RCX = fieldId('rcx');
+const DS_BASE = fieldId('ds.base');
+const CS_L = fieldId('cs.l');
+const CS_DB = fieldId('cs.db');
+const monitorLine = new Uint8Array(MONITOR_LINE_BYTES);
+/** the armed line's gpa, -1 when no MONITOR is armed */
+let monitorGpa = -1;
+/** the guest is in MWAIT (userspace irqchip) */
+let mwaiting = false;
+let mwaitInterruptBreak = false;
+const insnBytes = new Uint8Array(runBuf, abi.RUN.internal + abi.kvm_run_emulation_failure.at.insn_bytes!, 15);
+
+/** The bytes of the instruction KVM failed to emulate: from the exit where KVM gives them, else from RAM. */
+function failedInstruction(): Uint8Array {
+  const base = abi.RUN.internal;
+  const flags = run.getBigUint64(base + abi.kvm_run_emulation_failure.at.flags!, true);
+  const size = run8[base + abi.kvm_run_emulation_failure.at.insn_size!]!;
+  if (run.getUint32(base + abi.kvm_run_emulation_failure.at.ndata!, true) >= 2 &&
+    (flags & abi.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) !== 0n && size > 0) return insnBytes.subarray(0, Math.min(size, 15));
+  syscalls.count(); // KVM_TRANSLATE
+  return readCode(cache.getById(CS_BASE) + cache.getById(RIP));
+}
+
+/** Emulates MONITOR or MWAIT at CPL0 after an emulation failure; false for any other instruction. */
+function emulateMonitorMwait(): boolean {
+  const code = failedInstruction();
+  if (code.length < 3 || code[0] !== 0x0f || code[1] !== 0x01 || (code[2] !== MONITOR_OPCODE && code[2] !== MWAIT_OPCODE)) return false;
+  cache.setById(RIP, cache.getById(RIP) + 3n);
+  if (code[2] === MONITOR_OPCODE) monitor();
+  else mwait();
+  return true;
+}
+
+function monitor(): void {
+  monitorGpa = -1;
+  // The effective address is rAX in the address size of the code (no prefixes: they are not matched).
+  const long = cache.getById(CS_L) !== 0n;
+  let linear = cache.getById(RAX);
+  if (!long) linear = (cache.getById(DS_BASE) + (linear & (cache.getById(CS_DB) !== 0n ? 0xffff_ffffn : 0xffffn))) & 0xffff_ffffn;
+  syscalls.count(); // KVM_TRANSLATE
+  const t = vcpu.translate(linear);
+  const mem = currentMemory();
+  if (!t.valid || mem === null) return; // unarmed: the MWAIT that follows returns at once
+  const gpa = Number(t.gpa) - (Number(t.gpa) % MONITOR_LINE_BYTES);
+  if (!mem.contains(gpa, MONITOR_LINE_BYTES)) return; // not RAM (MMIO): nothing to watch
+  monitorLine.set(mem.slice(gpa, MONITOR_LINE_BYTES));
+  monitorGpa = gpa;
+}
+
+function mwait(): void {
+  if (!USERSPACE_IRQCHIP || monitorGpa < 0 || monitorLineWritten()) {
+    monitorGpa = -1;
+    return;
+  }
+  mwaiting = true;
+  mwaitInterruptBreak = (cache.getById(RCX) & MWAIT_ECX_INTERRUPT_BREAK) !== 0n;
+  Atomics.add(ctrl, CTRL.STAT_MWAIT_IDLE, 1);
+  if (Atomics.load(ctrl, CTRL.WANTS_IDLE) === 1 && !wakesFromMwait()) ask(AccessKind.Idle);
+}
+
+/** The monitored line differs from what MONITOR saw (or the map is changing: a spurious wake-up, which MWAIT allows). */
+function monitorLineWritten(): boolean {
+  const mem = currentMemory();
+  if (mem === null || !mem.contains(monitorGpa, MONITOR_LINE_BYTES)) return true;
+  const line = mem.slice(monitorGpa, MONITOR_LINE_BYTES);
+  for (let i = 0; i < MONITOR_LINE_BYTES; i++) if (line[i] !== monitorLine[i]) return true;
+  return false;
+}
+
+function wakesFromMwait(): boolean {
+  if (Atomics.load(ctrl, CTRL.NMI_PENDING) || Atomics.load(ctrl, CTRL.INIT_PENDING) || Atomics.load(ctrl, CTRL.SIPI_VECTOR) >= 0) return true;
+  if (Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1 && (mwaitInterruptBreak || (cache.getById(RFLAGS) & RFLAGS_IF) !== 0n)) return true;
+  return monitorLineWritten();
 }
 
 class VcpuStop extends Error {}
@@ -384,8 +499,9 @@ function mmio(): void {
 function readCode(linear: bigint): Uint8Array {
   const t = vcpu.translate(linear);
   const gpa = t.valid ? Number(t.gpa) : Number(linear);
-  for (let len = 15; len > 0; len--) {
-    if (memory.contains(gpa, len)) return memory.read(gpa, len);
+  const mem = currentMemory();
+  for (let len = 15; mem !== null && len > 0; len--) {
+    if (mem.contains(gpa, len)) return mem.read(gpa, len);
   }
   return new Uint8Array(0);
 }
@@ -473,6 +589,7 @@ function dispatch(): boolean {
     case abi.KVM_EXIT_INTERNAL_ERROR: {
       const sub = run.getUint32(abi.RUN.internal, true);
       if (sub === abi.KVM_INTERNAL_ERROR_EMULATION && mapChangedSinceEntry()) return true;
+      if (sub === abi.KVM_INTERNAL_ERROR_EMULATION && (cache.getById(CS_SELECTOR) & 3n) === 0n && emulateMonitorMwait()) return true;
       if (sub === abi.KVM_INTERNAL_ERROR_EMULATION && (cache.getById(CS_SELECTOR) & 3n) !== 0n) {
         // Guest user mode: what KVM itself does without KVM_CAP_EXIT_ON_EMULATION_FAILURE (a #UD
         // for the guest kernel to handle), so a guest program cannot stop the VM this way.
