@@ -27,7 +27,7 @@ export interface RunOptions {
   during?: (m: Machine) => Promise<void>;
   regsProbePort?: number;
   kickPeerPort?: number;
-  regsProbeVia?: 'cache' | 'ioctl';
+  regsProbeVia?: 'cache' | 'ioctl' | 'fpu';
   invtsc?: 'on' | 'off' | 'auto';
   /** virtio devices, in slot order (the machine closes them) */
   virtio?: readonly VirtioSlotConfig[];

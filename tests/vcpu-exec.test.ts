@@ -153,3 +153,16 @@ test('runUntil: a vCPU whose guest never exits leaves KVM_RUN at each deadline',
   // A correctness bound (the guest never exits, so without the timer nothing would come at all), not a speed target.
   assert.ok(lateUs[49]! < 1_000_000, 'every deadline noticed within a second');
 });
+
+// Issue 3, point 3: the cache holds the FPU state in two views (KVM_GET_FPU and KVM_GET_XSAVE):
+// a change made through one is seen through the other, and the floor is what that must cost.
+test('state cache: the x87 control word changed through either view of the FPU state (XSAVE, KVM_GET_FPU) is seen through the other, at a known syscall cost', { skip: kvmSkip }, async () => {
+  const PROBES = 500;
+  const r = await runGuestFile(guestPath('fpu-probe'), { cmdline: `probes=${PROBES}`, regsProbePort: REGS_PROBE_PORT, regsProbeVia: 'fpu' });
+  assert.equal(r.status, 0, r.fatal ?? r.serial);
+  assert.match(r.serial, new RegExp(`fpu-probe: ok \\(${PROBES} probes\\)\\n`));
+  const io = r.stats[0]!.byReason['IO']!;
+  // Per probe: KVM_RUN, the first view's get and set (written back before the other is read), the
+  // other's get and set (the flush); every other IO exit (serial, debug-exit) costs only KVM_RUN.
+  assert.equal(io.syscalls, io.exits + 4 * PROBES, JSON.stringify(io));
+});

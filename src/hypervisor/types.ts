@@ -53,6 +53,8 @@ export type VcpuLocalDevice =
   /** test device: an `out` here makes the vCPU thread add 1 to RAX and rewrite RIP through the state cache */
   | { kind: 'regs-probe'; port: number; sizeBytes: number }
   | { kind: 'regs-probe-ioctl'; port: number; sizeBytes: number }
+  /** test device: an `out` here flips the x87 rounding-control bits through one view of the FPU state (XSAVE, KVM_GET_FPU), then rewrites FCW through the other */
+  | { kind: 'regs-probe-fpu'; port: number; sizeBytes: number }
   /** test device: a write of N here makes this vCPU's thread kick vCPU N (itself included) */
   | { kind: 'kick-peer'; port: number; sizeBytes: number };
 

@@ -13,7 +13,7 @@ test('struct sizes match the kernel headers', () => {
     [abi.kvm_irqfd, 32], [abi.kvm_enable_cap, 104], [abi.kvm_guest_debug, 72], [abi.kvm_pit_config, 64],
     [abi.kvm_clock_data, 48], [abi.kvm_dirty_log, 16], [abi.kvm_run, 2352], [abi.kvm_msr_entry, 16],
     [abi.kvm_irq_routing_entry, 48], [abi.kvm_msr_filter, 392], [abi.kvm_msr_filter_range, 24], [abi.kvm_run_msr, 24], [abi.kvm_msi, 32],
-    [abi.kvm_dirty_gfn, 16],
+    [abi.kvm_dirty_gfn, 16], [abi.kvm_xsave, 4096],
   ];
   for (const [layout, size] of expected) assert.equal(layout.sizeBytes, size, layout.name);
 });
@@ -55,6 +55,7 @@ test('ioctl numbers equal the values the C headers produce', () => {
     [io.KVM_GET_FPU, 0x81a0ae8c], [io.KVM_INTERRUPT, 0x4004ae86], [io.KVM_NMI, 0xae9a],
     [io.KVM_X86_SET_MSR_FILTER, 0x4188aec6], [io.KVM_GET_TSC_KHZ, 0xaea3], [io.KVM_GET_MP_STATE, 0x8004ae98], [io.KVM_SET_GSI_ROUTING, 0x4008ae6a],
     [io.KVM_SIGNAL_MSI, 0x4020aea5], [io.KVM_RESET_DIRTY_RINGS, 0xaec7],
+    [io.KVM_GET_XSAVE, 0x9000aea4], [io.KVM_SET_XSAVE, 0x5000aea5],
   ];
   for (const [req, number] of expected) assert.equal(req.number.toString(16), number.toString(16), req.name);
 });
@@ -82,4 +83,10 @@ test('kvm_run.emulation_failure as gcc lays it out from <linux/kvm.h> (offsets f
   const at = abi.kvm_run_emulation_failure.at;
   assert.deepEqual([at.suberror, at.ndata, at.flags, at.insn_size, at.insn_bytes], [0, 4, 8, 16, 17]);
   assert.equal(abi.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, 1n);
+});
+
+test('kvm_xsave: the standard-format XSAVE area (SDM vol. 1 table 10-2 and 13.4), KVM_CAP_XSAVE 55 as gcc gives it', () => {
+  const at = abi.kvm_xsave.at;
+  assert.deepEqual([at.fcw, at.mxcsr, at.st_space, at.xmm0_lo, at.xmm0_hi, at.xmm15_hi, at.xstate_bv, at.xcomp_bv, at.extended], [0, 24, 32, 160, 168, 408, 512, 520, 576]);
+  assert.equal(abi.KVM_CAP.KVM_CAP_XSAVE, 55);
 });

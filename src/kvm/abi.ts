@@ -161,6 +161,21 @@ export const kvm_fpu = layout('kvm_fpu', 416, {
   mxcsr: [408, 'u32'], pad2: [412, 'u32'],
 });
 
+// struct kvm_xsave: the vCPU's XSAVE area in the standard (non-compacted) format, as KVM_GET_XSAVE
+// gives it: the legacy FXSAVE region (SDM vol. 1 10.5.1, table 10-2), the XSAVE header at 512, and
+// the extended components from 576 (YMM_Hi128 first). XMM registers are split into u64 halves so
+// the state cache has a field for each.
+const XSAVE_XMM_FIELDS: Record<string, readonly [number, 'u64']> = {};
+for (let i = 0; i < 16; i++) {
+  XSAVE_XMM_FIELDS[`xmm${i}_lo`] = [160 + i * 16, 'u64'];
+  XSAVE_XMM_FIELDS[`xmm${i}_hi`] = [168 + i * 16, 'u64'];
+}
+export const kvm_xsave = layout('kvm_xsave', 4096, {
+  fcw: [0, 'u16'], fsw: [2, 'u16'], ftw: [4, 'u8'], reserved1: [5, 'u8'], fop: [6, 'u16'], fip: [8, 'u64'], fdp: [16, 'u64'],
+  mxcsr: [24, 'u32'], mxcsr_mask: [28, 'u32'], st_space: [32, 'u8', 128], ...XSAVE_XMM_FIELDS, reserved2: [416, 'u8', 96],
+  xstate_bv: [512, 'u64'], xcomp_bv: [520, 'u64'], header_reserved: [528, 'u8', 48], extended: [576, 'u8', 3520],
+});
+
 // struct kvm_lapic_state
 export const kvm_lapic_state = layout('kvm_lapic_state', 1024, { regs: [0, 'u8', 1024] });
 
@@ -325,7 +340,7 @@ export const KVM_CAP = {
   KVM_CAP_NR_VCPUS: 9, KVM_CAP_NR_MEMSLOTS: 10, KVM_CAP_PIT: 11, KVM_CAP_MP_STATE: 14, KVM_CAP_SET_GUEST_DEBUG: 23,
   KVM_CAP_IRQ_ROUTING: 25, KVM_CAP_IRQFD: 32, KVM_CAP_PIT2: 33, KVM_CAP_IOEVENTFD: 36,
   KVM_CAP_SET_IDENTITY_MAP_ADDR: 37, KVM_CAP_XEN_HVM: 38, KVM_CAP_ADJUST_CLOCK: 39, KVM_CAP_VCPU_EVENTS: 41,
-  KVM_CAP_USER_NMI: 22, KVM_CAP_READONLY_MEM: 81,
+  KVM_CAP_USER_NMI: 22, KVM_CAP_READONLY_MEM: 81, KVM_CAP_XSAVE: 55,
   KVM_CAP_MAX_VCPUS: 66, KVM_CAP_SYNC_REGS: 74, KVM_CAP_SIGNAL_MSI: 77, KVM_CAP_MAX_VCPU_ID: 128,
   KVM_CAP_IMMEDIATE_EXIT: 136, KVM_CAP_X86_DISABLE_EXITS: 143, KVM_CAP_X86_USER_SPACE_MSR: 188,
   KVM_CAP_X86_MSR_FILTER: 189, KVM_CAP_DIRTY_LOG_RING: 192, KVM_CAP_GET_TSC_KHZ: 61,

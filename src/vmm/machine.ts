@@ -47,8 +47,11 @@ export interface MachineConfig {
   irqchip?: IrqchipMode;
   /** tests: a port whose write of N makes the writing vCPU's thread kick vCPU N */
   kickPeerPort?: number;
-  /** tests and benchmarks: the probe goes through the state cache (default) or straight ioctls */
-  regsProbeVia?: 'cache' | 'ioctl';
+  /**
+   * tests and benchmarks: the probe goes through the state cache (default) or straight ioctls;
+   * 'fpu' makes it a probe of the cache's two views of the FPU state (XSAVE and KVM_GET_FPU)
+   */
+  regsProbeVia?: 'cache' | 'ioctl' | 'fpu';
   /**
    * virtio devices, in slot order (slot n at VIRTIO_MMIO_BASE_GPA + n * VIRTIO_MMIO_STRIDE_BYTES,
    * GSI VIRTIO_MMIO_FIRST_IRQ + n). The machine closes them when it goes, even if it fails to start.
@@ -207,7 +210,7 @@ export class Machine implements ExitHandlers {
       { kind: 'sink', port: layout.POST_PORT, sizeBytes: 1 },
     ];
     if (this.config.kickPeerPort !== undefined) local.push({ kind: 'kick-peer', port: this.config.kickPeerPort, sizeBytes: 1 });
-    if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
+    if (this.config.regsProbePort !== undefined) local.push({ kind: this.config.regsProbeVia === 'ioctl' ? 'regs-probe-ioctl' : this.config.regsProbeVia === 'fpu' ? 'regs-probe-fpu' : 'regs-probe', port: this.config.regsProbePort, sizeBytes: 1 });
     // All at once: an AP that is not in KVM_RUN yet when the BSP sends INIT/SIPI still gets them,
     // because the in-kernel LAPIC latches them until the AP runs.
     this.irqchip?.attach(this.vcpus);

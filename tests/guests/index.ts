@@ -30,6 +30,7 @@ export const GUEST_NAMES = [
   'virtio-pci',
   'virtio-pci-qemu',
   'mwait',
+  'fpu-probe',
 ] as const;
 
 export type GuestName = (typeof GUEST_NAMES)[number];

@@ -7,7 +7,8 @@ test('the field table is generated from the ABI tables: every register group is 
   const names = FIELDS.map((f) => f.name);
   assert.equal(new Set(names).size, names.length, 'names are unique');
   for (const n of ['rax', 'rip', 'rflags', 'cr0', 'cr3', 'efer', 'apic_base', 'cs.selector', 'cs.base', 'tr.type', 'gdt.limit',
-    'nmi_pending', 'interrupt_shadow', 'sipi_vector', 'MSR_LSTAR', 'MSR_IA32_TSC', 'fcw', 'mxcsr']) {
+    'nmi_pending', 'interrupt_shadow', 'sipi_vector', 'MSR_LSTAR', 'MSR_IA32_TSC', 'fcw', 'mxcsr',
+    'xsave.fcw', 'xsave.mxcsr', 'xsave.xmm0_lo', 'xsave.xmm15_hi', 'xsave.xstate_bv']) {
     assert.ok(names.includes(n), n);
   }
   assert.equal(FIELDS.filter((f) => f.group === 'regs').length, 18);
@@ -16,7 +17,8 @@ test('the field table is generated from the ABI tables: every register group is 
 
 test('every field lies inside its group and fields of a group do not overlap', () => {
   const sizes = { regs: abi.kvm_regs.sizeBytes, sregs: abi.kvm_sregs.sizeBytes, events: abi.kvm_vcpu_events.sizeBytes,
-    msrs: abi.kvm_msrs.sizeBytes + Object.keys(CACHED_MSRS).length * abi.kvm_msr_entry.sizeBytes, fpu: abi.kvm_fpu.sizeBytes };
+    msrs: abi.kvm_msrs.sizeBytes + Object.keys(CACHED_MSRS).length * abi.kvm_msr_entry.sizeBytes, fpu: abi.kvm_fpu.sizeBytes,
+    xsave: abi.kvm_xsave.sizeBytes };
   const byGroup = new Map<string, Array<[number, number]>>();
   for (const f of FIELDS) {
     assert.ok(f.offset + f.sizeBytes <= sizes[f.group], `${f.name} inside ${f.group}`);

@@ -20,6 +20,12 @@ interface GroupSpec {
   readonly sizeBytes: number;
   readonly get: io.Ioctl;
   readonly set: io.Ioctl;
+  /**
+   * Another group that holds the same vCPU state in another format (KVM_GET_FPU and
+   * KVM_GET_XSAVE both carry the x87/SSE registers): the two are never dirty at once, and a
+   * group is loaded only after its alias has been written back.
+   */
+  readonly alias?: string;
 }
 
 /** MSRs the cache holds (one KVM_GET_MSRS/KVM_SET_MSRS for all of them). */
@@ -45,7 +51,8 @@ const GROUPS = {
   sregs: { name: 'sregs', syncBit: abi.KVM_SYNC_X86_SREGS, runOffset: abi.RUN.syncSregs, sizeBytes: abi.kvm_sregs.sizeBytes, get: io.KVM_GET_SREGS, set: io.KVM_SET_SREGS },
   events: { name: 'events', syncBit: abi.KVM_SYNC_X86_EVENTS, runOffset: abi.RUN.syncEvents, sizeBytes: abi.kvm_vcpu_events.sizeBytes, get: io.KVM_GET_VCPU_EVENTS, set: io.KVM_SET_VCPU_EVENTS },
   msrs: { name: 'msrs', syncBit: 0, sizeBytes: abi.kvm_msrs.sizeBytes + MSR_LIST.length * abi.kvm_msr_entry.sizeBytes, get: io.KVM_GET_MSRS, set: io.KVM_SET_MSRS },
-  fpu: { name: 'fpu', syncBit: 0, sizeBytes: abi.kvm_fpu.sizeBytes, get: io.KVM_GET_FPU, set: io.KVM_SET_FPU },
+  fpu: { name: 'fpu', syncBit: 0, sizeBytes: abi.kvm_fpu.sizeBytes, get: io.KVM_GET_FPU, set: io.KVM_SET_FPU, alias: 'xsave' },
+  xsave: { name: 'xsave', syncBit: 0, sizeBytes: abi.kvm_xsave.sizeBytes, get: io.KVM_GET_XSAVE, set: io.KVM_SET_XSAVE, alias: 'fpu' },
 } as const satisfies Record<string, GroupSpec>;
 type GroupName = keyof typeof GROUPS;
 const GROUP_NAMES = Object.keys(GROUPS) as GroupName[];
@@ -86,6 +93,8 @@ export const FIELDS: readonly FieldSpec[] = [
     msrIndex: index,
   })),
   ...fieldsOf(abi.kvm_fpu, 'fpu').filter((f) => !f.name.startsWith('pad')),
+  // Prefixed: the same registers as the fpu group's, named apart (xsave.fcw, xsave.xmm0_lo, ...).
+  ...fieldsOf(abi.kvm_xsave, 'xsave', 'xsave.').filter((f) => !f.name.startsWith('xsave.reserved')),
 ];
 export type FieldName = string;
 const FIELD_INDEX = new Map(FIELDS.map((f, i) => [f.name, i]));
@@ -114,6 +123,17 @@ export class VcpuStateCache {
   private readonly views: DataView[];
   private readonly buffers: Uint8Array[];
   private readonly fieldGroup = Uint8Array.from(FIELDS, (f) => GROUP_NAMES.indexOf(f.group));
+  /** per group, the index of its alias group (GroupSpec.alias), or -1 */
+  private readonly aliasOf = Int8Array.from(GROUP_NAMES, (g) => {
+    const alias = (GROUPS[g] as GroupSpec).alias;
+    return alias === undefined ? -1 : GROUP_NAMES.indexOf(alias as GroupName);
+  });
+
+  /** Writes group g's alias back first if it holds changes (before g is read or replaced). */
+  private settleAlias(g: number): void {
+    const a = this.aliasOf[g]!;
+    if (a >= 0 && this.dirtyGroups & (1 << a)) this.writeBack(a);
+  }
 
   constructor(
     private readonly fd: number,
@@ -148,6 +168,8 @@ export class VcpuStateCache {
 
   private load(g: number): void {
     const spec: GroupSpec = GROUPS[GROUP_NAMES[g]!];
+    // The alias's changes first, or this read would miss them (and the next flush undo them).
+    this.settleAlias(g);
     if (libc.ioctlPointer(this.fd, spec.get.number, this.buffers[g]!) < 0) {
       throw new KvmError('ioctl', spec.get.name, this.target, libc.errno(), `reading the ${spec.name} group into the state cache`);
     }
@@ -188,8 +210,24 @@ export class VcpuStateCache {
       case 4: v.setUint32(f.offset, Number(value & 0xffffffffn), true); break;
       default: v.setBigUint64(f.offset, BigInt.asUintN(64, value), true);
     }
-    this.dirtyGroups |= 1 << g;
+    this.markDirty(g);
     this.dirtyFields[id] = 1;
+  }
+
+  /** Group g now holds changes; its alias's copy of the same state is stale from here on. */
+  private markDirty(g: number): void {
+    this.dirtyGroups |= 1 << g;
+    const a = this.aliasOf[g]!;
+    if (a >= 0) this.validGroups &= ~(1 << a);
+  }
+
+  /** Writes one non-sync group back now (KVM_SET_*) and clears its dirty bit. */
+  private writeBack(g: number): void {
+    const spec: GroupSpec = GROUPS[GROUP_NAMES[g]!];
+    const r = libc.ioctlPointer(this.fd, spec.set.number, this.buffers[g]!);
+    this.syscalls.count();
+    if (r < 0) throw new KvmError('ioctl', spec.set.name, this.target, libc.errno(), `writing the ${spec.name} group back`);
+    this.dirtyGroups &= ~(1 << g);
   }
 
   /** Replaces a whole group (e.g. the reset state on INIT); it is written back at the next flush. */
@@ -197,9 +235,10 @@ export class VcpuStateCache {
     const g = GROUP_NAMES.indexOf(name);
     const buf = this.buffers[g]!;
     if (bytes.length !== buf.length) throw new Error(`vCPU state cache: group ${name} is ${buf.length} bytes, not ${bytes.length}`);
+    this.settleAlias(g);
     buf.set(bytes);
     this.validGroups |= 1 << g;
-    this.dirtyGroups |= 1 << g;
+    this.markDirty(g);
   }
 
   isDirty(name: FieldName): boolean {
@@ -220,13 +259,8 @@ export class VcpuStateCache {
     for (let g = 0; g < GROUP_NAMES.length; g++) {
       if (!(this.dirtyGroups & (1 << g))) continue;
       const spec: GroupSpec = GROUPS[GROUP_NAMES[g]!];
-      if (spec.syncBit) {
-        syncBits |= spec.syncBit;
-      } else {
-        const r = libc.ioctlPointer(this.fd, spec.set.number, this.buffers[g]!);
-        this.syscalls.count();
-        if (r < 0) throw new KvmError('ioctl', spec.set.name, this.target, libc.errno(), `writing the ${spec.name} group back before KVM_RUN`);
-      }
+      if (spec.syncBit) syncBits |= spec.syncBit;
+      else this.writeBack(g);
     }
     if (syncBits) {
       const at = abi.kvm_run.at.kvm_dirty_regs!;

@@ -59,6 +59,10 @@ const syscalls = { count(n = 1) { ctrl[CTRL.STAT_SYSCALL_BASE + currentReason]! 
 const cache = new VcpuStateCache(data.fd, vcpu.target, runBuf, run, syscalls);
 const RAX = fieldId('rax');
 const RIP = fieldId('rip');
+const XSAVE_FCW = fieldId('xsave.fcw');
+const FPU_FCW = fieldId('fcw');
+const FCW_ROUNDING_CONTROL = 0xc00n; // x87 FCW bits 11:10 (SDM vol. 1 8.1.5)
+let fpuProbes = 0;
 
 // Local devices: a short list scanned linearly (there are two of them).
 const localPorts: Array<{ base: number; end: number; kind: LocalDeviceSpec['kind'] }> =
@@ -471,6 +475,15 @@ function pio(): void {
           regs.writeBigUInt64LE(regs.readBigUInt64LE(abi.kvm_regs.at.rax!) + 1n, abi.kvm_regs.at.rax!);
           vcpu.setRegs(regs);
           syscalls.count(2);
+        } else if (dev.kind === 'regs-probe-fpu') {
+          // The x87 control word through both views of the same state, in turn each way round:
+          // one view's copy changed, then the other view read and written, which must see that
+          // change (the cache writes a dirty view back before it loads the other, and drops a
+          // view's copy once the other's is dirty). Flushed in table order, a stale FPU view would
+          // be undone by XSAVE's, and a stale XSAVE view would undo FPU's.
+          const [first, second] = (fpuProbes++ & 1) === 0 ? [XSAVE_FCW, FPU_FCW] : [FPU_FCW, XSAVE_FCW];
+          cache.setById(first, cache.getById(first) ^ FCW_ROUNDING_CONTROL);
+          cache.setById(second, cache.getById(second));
         } else if (dev.kind === 'kick-peer') {
           if (isWrite) kickPeer(bytes[0]!);
           else bytes.fill(0xff);
