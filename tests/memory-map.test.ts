@@ -1,7 +1,8 @@
 // Memory-map transactions on real KVM: the memmap guest reads, writes and executes in its region
-// on 4 vCPUs (more than the host's cores) while the VMM splits, merges and moves that region's
-// memslots under it, in atomic and pause-all mode; the guest must never see a wrong value or take
-// a fault, and every page it dirtied must be in the next harvest.
+// on 4 vCPUs (more than the host's cores) while the VMM splits, merges, resizes, toggles read-only
+// and moves that region's memslots under it, thousands of commits in atomic and pause-all mode;
+// the guest must never see a wrong value or take a fault, and every page it dirtied must be in
+// the next harvest.
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import type { GpaRange } from '../src/memory/address-space.js';
@@ -32,12 +33,38 @@ function covers(ranges: readonly GpaRange[], gpa: number, sizeBytes: number): bo
   return true;
 }
 
-/** Carves the torture region out of boot RAM ("ram0", all of low RAM), with every vCPU paused. */
+/**
+ * Carves the torture region and, right after it, the page the guest only reads and executes
+ * ("ro") out of boot RAM ("ram0", all of low RAM), with every vCPU paused.
+ */
 async function carve(m: Machine): Promise<void> {
   await m.memoryMap.commit(m.memoryMap.begin()
     .split('ram0', REGION_GPA, 'torture')
-    .split('torture', PAGES * PAGE, 'rest')
+    .split('torture', PAGES * PAGE, 'ro')
+    .split('ro', PAGE, 'rest')
     .setLogDirty('torture', true), 'pause-all');
+}
+
+/**
+ * Resizes and read-only toggles under the running guest, none of which may change what it reads:
+ * a "lens" region over part of the torture region, one priority above it and backed by the same
+ * host bytes, is added, grown, shrunk and removed (each a commit that re-cuts the memslots under
+ * the guest's feet), then the page the guest only reads and executes goes read-only and back.
+ */
+async function resizeAndToggle(m: Machine, mode: CommitMode, i: number): Promise<void> {
+  const t = m.memoryMap.space.region('torture')!;
+  const startPages = 1 + (i * 53) % (PAGES / 2);
+  const pages = 1 + (i * 29) % (PAGES / 4);
+  const lens = (sizePages: number) => ({
+    id: 'lens', kind: 'ram' as const, gpa: t.gpa + startPages * PAGE, sizeBytes: sizePages * PAGE, priority: t.priority + 1,
+    backing: { hostId: t.backing!.hostId, offsetBytes: t.backing!.offsetBytes + startPages * PAGE }, logDirty: true,
+  });
+  await m.memoryMap.commit(m.memoryMap.begin().add(lens(pages)), mode);
+  await m.memoryMap.commit(m.memoryMap.begin().grow('lens', (pages + PAGES / 4) * PAGE), mode);
+  await m.memoryMap.commit(m.memoryMap.begin().shrink('lens', pages * PAGE), mode);
+  await m.memoryMap.commit(m.memoryMap.begin().remove('lens'), mode);
+  await m.memoryMap.commit(m.memoryMap.begin().setReadonly('ro', true), mode);
+  await m.memoryMap.commit(m.memoryMap.begin().setReadonly('ro', false), mode);
 }
 
 async function torture(m: Machine, mode: CommitMode, iterations: number): Promise<void> {
@@ -63,6 +90,7 @@ async function torture(m: Machine, mode: CommitMode, iterations: number): Promis
       assert.ok(covers(dirty, REGION_GPA, PAGES * PAGE), `iteration ${i}: every torture page in the harvest; got ${JSON.stringify(dirty)}`);
     }
     await m.memoryMap.commit(m.memoryMap.begin().merge('torture', 'torture-b'), mode);
+    await resizeAndToggle(m, mode, i);
     if (i % 25 === 0) {
       // The guest keeps running: rounds go on across the changes.
       await waitFor('guest progress', () => rounds(m) > lastRounds, 20000);
@@ -78,7 +106,7 @@ async function torture(m: Machine, mode: CommitMode, iterations: number): Promis
 }
 
 for (const mode of ['atomic', 'pause-all'] as const) {
-  test(`memory map (${mode}): split and merge under a running guest, no wrong value, no dirty page lost`, { skip: kvmSkip, timeout: scaled(300_000) }, async () => {
+  test(`memory map (${mode}): splits, merges, resizes and read-only toggles under a running guest, no wrong value, no dirty page lost`, { skip: kvmSkip, timeout: scaled(300_000) }, async () => {
     const r = await runGuestFile(guestPath('memmap'), { cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, during: (m) => torture(m, mode, mode === 'atomic' ? 400 : 100) });
     assert.match(r.serial, /memmap: rounds \d+ errors 0\n/);
     assert.equal(r.status, 0, r.fatal ?? r.serial);
@@ -111,7 +139,7 @@ test('memory map: a move takes the contents along, the old range stops being RAM
       await m.memoryMap.commit(m.memoryMap.begin().shrink('rest', 8 * MiB).move('torture', away));
       assert.equal(m.memory.readU64(away + PAGES * PAGE - 8), 0xc0de000000000000n | BigInt(PAGES - 1));
       assert.equal(m.memory.contains(REGION_GPA, 8), false);
-      await m.memoryMap.commit(m.memoryMap.begin().move('torture', REGION_GPA).grow('rest', 256 * MiB - REGION_GPA - PAGES * PAGE));
+      await m.memoryMap.commit(m.memoryMap.begin().move('torture', REGION_GPA).grow('rest', 256 * MiB - REGION_GPA - PAGES * PAGE - PAGE));
       await vcpu.resume();
       const before = rounds(m);
       await waitFor('guest progress after the round trip', () => rounds(m) > before + 1, 20000);

@@ -7,12 +7,16 @@
  * page tables and the AP areas at 4..8 MiB stay below it, in memory the host leaves alone). At
  * start the BSP fills the last word of every page with a constant (MEMMAP_CONST | page), copies
  * a 6-byte function `mov $MEMMAP_FN_VALUE, %eax; ret` to MEMMAP_FN_GPA inside the region, and
- * starts the other CPUs of the MADT (smp_start_aps). Then each CPU c of n, at CPL3 until the stop
+ * starts the other CPUs of the MADT (smp_start_aps). The page right after the region
+ * (MEMMAP_RO_GPA), which the guest only reads and executes (the host toggles it read-only), gets
+ * the constant (MEMMAP_RO_CONST | word) in each of its first 256 words and the function
+ * `mov $MEMMAP_RO_FN_VALUE, %eax; ret` at +0x800. Then each CPU c of n, at CPL3 until the stop
  * flag is set, does rounds r = 0, 1, ...:
  *   - for every page p with p % n == c: writes (r << 20 | c << 12 | p) to word (r % 8) of the
  *     page and reads it back;
  *   - for every page: checks its constant;
  *   - calls the function in the region and checks what it returns;
+ *   - checks the read-only page's constants and calls its function;
  *   - stores r + 1 in its round counter.
  * Status block at MEMMAP_STATUS_GPA (u64 words): [0] the BSP's rounds, [1] stop flag (the host
  * writes 1; `rounds=N` on the command line makes the BSP set it itself after N rounds), [2]
@@ -34,6 +38,11 @@
 #define MEMMAP_CONST 0xc0de000000000000ul
 #define MEMMAP_FN_GPA (MEMMAP_REGION_GPA + (MEMMAP_PAGES - 1) * 4096ul + 0x800ul)
 #define MEMMAP_FN_VALUE 0x5eed1234u
+#define MEMMAP_RO_GPA (MEMMAP_REGION_GPA + MEMMAP_PAGES * 4096ul)
+#define MEMMAP_RO_WORDS 256ul
+#define MEMMAP_RO_CONST 0x0c0de00000000000ul
+#define MEMMAP_RO_FN_GPA (MEMMAP_RO_GPA + 0x800ul)
+#define MEMMAP_RO_FN_VALUE 0x0dd5eed5u
 #define MEMMAP_STATUS_GPA 0x200000ul
 #define MEMMAP_MAX_CPUS 64
 #define ST_ROUNDS 0
@@ -58,6 +67,8 @@ static void record_error(u64 gpa, u64 value) {
 static void torture(u32 cpu, u64 max_rounds) {
 	volatile u64 *region = (volatile u64 *)MEMMAP_REGION_GPA;
 	u32 (*call)(void) = (u32 (*)(void))MEMMAP_FN_GPA;
+	volatile u64 *ro = (volatile u64 *)MEMMAP_RO_GPA;
+	u32 (*call_ro)(void) = (u32 (*)(void))MEMMAP_RO_FN_GPA;
 	u64 n = status[ST_CPUS];
 	u64 round = 0;
 	while (status[ST_STOP] == 0) {
@@ -77,6 +88,14 @@ static void torture(u32 cpu, u64 max_rounds) {
 		u32 v = call();
 		if (v != MEMMAP_FN_VALUE)
 			record_error(MEMMAP_FN_GPA, v);
+		for (u64 w = 0; w < MEMMAP_RO_WORDS; w++) {
+			u64 got = ro[w];
+			if (got != (MEMMAP_RO_CONST | w))
+				record_error((u64)&ro[w], got);
+		}
+		v = call_ro();
+		if (v != MEMMAP_RO_FN_VALUE)
+			record_error(MEMMAP_RO_FN_GPA, v);
 		status[ST_CPU_ROUNDS + cpu] = ++round;
 		if (cpu == 0) {
 			status[ST_ROUNDS] = round;
@@ -84,6 +103,17 @@ static void torture(u32 cpu, u64 max_rounds) {
 				status[ST_STOP] = 1;
 		}
 	}
+}
+
+/* `mov $value, %eax` (b8 imm32); `ret` (c3) at gpa. */
+static void write_fn(u64 gpa, u32 value) {
+	volatile u8 *fn = (volatile u8 *)gpa;
+	fn[0] = 0xb8;
+	fn[1] = value & 0xff;
+	fn[2] = (value >> 8) & 0xff;
+	fn[3] = (value >> 16) & 0xff;
+	fn[4] = value >> 24;
+	fn[5] = 0xc3;
 }
 
 static void ap_main(u32 cpu) {
@@ -101,14 +131,11 @@ int guest_main(void) {
 		status[i] = 0;
 	for (u64 p = 0; p < MEMMAP_PAGES; p++)
 		region[p * MEMMAP_PAGE_WORDS + MEMMAP_PAGE_WORDS - 1] = MEMMAP_CONST | p;
-	/* mov $imm32, %eax (b8 imm32); ret (c3) */
-	volatile u8 *fn = (volatile u8 *)MEMMAP_FN_GPA;
-	fn[0] = 0xb8;
-	fn[1] = MEMMAP_FN_VALUE & 0xff;
-	fn[2] = (MEMMAP_FN_VALUE >> 8) & 0xff;
-	fn[3] = (MEMMAP_FN_VALUE >> 16) & 0xff;
-	fn[4] = MEMMAP_FN_VALUE >> 24;
-	fn[5] = 0xc3;
+	write_fn(MEMMAP_FN_GPA, MEMMAP_FN_VALUE);
+	volatile u64 *ro = (volatile u64 *)MEMMAP_RO_GPA;
+	for (u64 w = 0; w < MEMMAP_RO_WORDS; w++)
+		ro[w] = MEMMAP_RO_CONST | w;
+	write_fn(MEMMAP_RO_FN_GPA, MEMMAP_RO_FN_VALUE);
 	u64 max_rounds = 0;
 	cmdline_u64("rounds", &max_rounds);
 	u32 aps = smp_start_aps(ap_main, MEMMAP_MAX_CPUS - 1);
