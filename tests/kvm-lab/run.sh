@@ -88,7 +88,7 @@ if [ "$#" -gt 0 ]; then tests="$*"; else
   # run it anyway.
   lab_skips='TSVMM_LAB_SKIP_KICK_STORM=1'
   # One line: it is spliced into the init script's node command.
-  tests="dist/tests/vm.test.js dist/tests/vcpu-exec.test.js dist/tests/irqchip.test.js dist/tests/memory-map.test.js
+  tests="dist/tests/vm.test.js dist/tests/vcpu-exec.test.js dist/tests/irqchip.test.js dist/tests/mwait.test.js dist/tests/memory-map.test.js
          dist/tests/virtio.test.js dist/tests/virtio-pci.test.js dist/tests/virtio-net.test.js dist/tests/cli.test.js
          dist/tests/eventfd.test.js dist/tests/slow/linux-boot.slow-test.js dist/tests/slow/linux-init.slow-test.js
          dist/tests/slow/linux-virtio.slow-test.js"
