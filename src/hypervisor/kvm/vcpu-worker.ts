@@ -250,9 +250,14 @@ function runDueTimers(): void {
   if (deadline !== 0n && process.hrtime.bigint() >= deadline) ask(AccessKind.TimerDue);
 }
 
+/** An NMI, INIT or SIPI is pending: each ends a HLT or an MWAIT. */
+function nmiInitOrSipiPending(): boolean {
+  return Atomics.load(ctrl, CTRL.NMI_PENDING) !== 0 || sipiOrInitPending();
+}
+
 /** Whether something would end a HLT: an interrupt the guest accepts (IF set), an NMI, INIT, SIPI. */
 function wakesFromHalt(): boolean {
-  if (Atomics.load(ctrl, CTRL.NMI_PENDING) || Atomics.load(ctrl, CTRL.INIT_PENDING) || Atomics.load(ctrl, CTRL.SIPI_VECTOR) >= 0) return true;
+  if (nmiInitOrSipiPending()) return true;
   return Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1 && (cache.getById(RFLAGS) & RFLAGS_IF) !== 0n;
 }
 
@@ -260,13 +265,16 @@ function sipiOrInitPending(): boolean {
   return Atomics.load(ctrl, CTRL.SIPI_VECTOR) >= 0 || Atomics.load(ctrl, CTRL.INIT_PENDING) === 1;
 }
 
+/** The longest a sleeping vCPU waits before it looks again, in case a notify was lost. */
+const HALT_SLICE_MS = 50;
+
 /**
  * Sleeps until HALT_WAKE moves (a kick, a command, an interrupt, INIT/SIPI) or, when `timed`,
  * the irq deadline passes, whichever is first; at most `sliceMs` at a time (50 ms: so nothing
  * waits on a lost notify; less where `wakes()` must be polled). Returns at once when `wakes()`
  * already holds.
  */
-function sleepUntilWoken(wakes: () => boolean, timed: boolean, sliceMs = 50): void {
+function sleepUntilWoken(wakes: () => boolean, timed: boolean, sliceMs = HALT_SLICE_MS): void {
   const wake = Atomics.load(ctrl, CTRL.HALT_WAKE);
   if (wakes() || Atomics.load(ctrl, CTRL.CMD) !== VcpuCommand.None) return;
   const deadline = timed ? Atomics.load(ctrlBig, CTRL.IRQ_DEADLINE_BIGINT_SLOT) : 0n;
@@ -310,19 +318,11 @@ function prepareEntry(): boolean {
   } else Atomics.store(ctrl, CTRL.SIPI_VECTOR, -1); // a SIPI outside wait-for-SIPI is ignored
   runDueTimers();
   if (halted) {
-    if (!wakesFromHalt()) {
-      sleepUntilWoken(wakesFromHalt, true);
-      runDueTimers();
-      if (!wakesFromHalt()) return false;
-    }
+    if (stillIdle(wakesFromHalt, HALT_SLICE_MS)) return false;
     halted = false;
   }
   if (mwaiting) {
-    if (!wakesFromMwait()) {
-      sleepUntilWoken(wakesFromMwait, true, MWAIT_POLL_MS);
-      runDueTimers();
-      if (!wakesFromMwait()) return false;
-    }
+    if (stillIdle(wakesFromMwait, MWAIT_POLL_MS)) return false;
     // MWAIT has ended, and with it the monitor (SDM: the next MWAIT needs a new MONITOR).
     mwaiting = false;
     monitorGpa = -1;
@@ -347,10 +347,26 @@ function prepareEntry(): boolean {
   return true;
 }
 
-/** HLT exited to the VMM: an idle point. Deferred work first, if the VMM has any. */
+/**
+ * An idle vCPU (HLT, MWAIT) that `wakes()` does not end yet sleeps (`sliceMs` at most), then runs
+ * its due timers; true when it is still idle after that (the caller goes back to its command point).
+ */
+function stillIdle(wakes: () => boolean, sliceMs: number): boolean {
+  if (wakes()) return false;
+  sleepUntilWoken(wakes, true, sliceMs);
+  runDueTimers();
+  return !wakes();
+}
+
+/** An idle point (HLT, MWAIT) that `wakes()` does not end at once: the VMM's deferred work first, if it has any. */
+function offerIdleTime(wakes: () => boolean): void {
+  if (Atomics.load(ctrl, CTRL.WANTS_IDLE) === 1 && !wakes()) ask(AccessKind.Idle);
+}
+
+/** HLT exited to the VMM: an idle point. */
 function onHalt(): void {
   halted = true;
-  if (Atomics.load(ctrl, CTRL.WANTS_IDLE) === 1 && !wakesFromHalt()) ask(AccessKind.Idle);
+  offerIdleTime(wakesFromHalt);
 }
 
 // ---- MONITOR/MWAIT -------------------------------------------------------------------------
@@ -426,7 +442,7 @@ function mwait(): void {
   mwaiting = true;
   mwaitInterruptBreak = (cache.getById(RCX) & MWAIT_ECX_INTERRUPT_BREAK) !== 0n;
   Atomics.add(ctrl, CTRL.STAT_MWAIT_IDLE, 1);
-  if (Atomics.load(ctrl, CTRL.WANTS_IDLE) === 1 && !wakesFromMwait()) ask(AccessKind.Idle);
+  offerIdleTime(wakesFromMwait);
 }
 
 /** The monitored line differs from what MONITOR saw (or the map is changing: a spurious wake-up, which MWAIT allows). */
@@ -439,7 +455,7 @@ function monitorLineWritten(): boolean {
 }
 
 function wakesFromMwait(): boolean {
-  if (Atomics.load(ctrl, CTRL.NMI_PENDING) || Atomics.load(ctrl, CTRL.INIT_PENDING) || Atomics.load(ctrl, CTRL.SIPI_VECTOR) >= 0) return true;
+  if (nmiInitOrSipiPending()) return true;
   if (Atomics.load(ctrl, CTRL.IRQ_PENDING) === 1 && (mwaitInterruptBreak || (cache.getById(RFLAGS) & RFLAGS_IF) !== 0n)) return true;
   return monitorLineWritten();
 }
