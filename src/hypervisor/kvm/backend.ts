@@ -159,10 +159,14 @@ class KvmVmHandle implements HvVm {
   }
 
   endMapChange(ram?: readonly RamSlot[]): void {
-    // Still odd: no vCPU thread takes the table half-written.
-    if (ram !== undefined) this.ramTable.write(ram);
-    Atomics.add(this.mapSeqView, 0, 1);
-    Atomics.notify(this.mapSeqView, 0);
+    try {
+      // Still odd: no vCPU thread takes the table half-written.
+      if (ram !== undefined) this.ramTable.write(ram);
+    } finally {
+      // Even again whatever happened, or vCPUs waiting for the change to end would wait forever.
+      Atomics.add(this.mapSeqView, 0, 1);
+      Atomics.notify(this.mapSeqView, 0);
+    }
   }
 
   createInterruptControllers(): void {
