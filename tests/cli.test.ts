@@ -46,6 +46,19 @@ test('the default guest boots with no --kernel and reports the platform', { skip
   assert.match(r.stdout, /time from start: \d+ ms\n/);
 });
 
+// Issue 3's checks: the default guest boots on tsvmm's own interrupt controllers (HLT then exits
+// to tsvmm), and --stats ends with the per-exit syscall figure.
+test('--irqchip userspace boots the default guest; --stats prints syscalls per exit reason, last `syscalls/exit: <n>`', { skip: kvmSkip }, () => {
+  const r = tsvmm(['run', '--irqchip', 'userspace', '--cpus', '2', '--memory', '256M', '--stats']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /tsvmm default guest/);
+  assert.match(r.stdout, /vcpus started: 2\n/);
+  assert.match(r.stdout, /timer interrupts: [1-9]\d*\n/);
+  assert.match(r.stderr, /^exit reason +exits +syscalls +syscalls\/exit\n/m);
+  assert.match(r.stderr, /^HLT +[1-9]\d* +[1-9]\d* +\d+\.\d\d\n/m, 'HLT reaches tsvmm with its own irqchip');
+  assert.match(r.stderr, /syscalls\/exit: \d+\.\d\d\n$/);
+});
+
 test('--console FILE writes the guest output to the file', { skip: kvmSkip }, () => {
   const out = path.join(tmp, 'console.txt');
   const r = tsvmm(['run', '--kernel', guestPath('hello'), '--console', out]);
