@@ -22,6 +22,9 @@ function probe(): string | false {
   }
 }
 
+/** This host's KVM is kvm_pvm (HOST.md: kernel-mode guest code emulated, some instructions fail). */
+export const isKvmPvm: boolean = fs.existsSync('/sys/module/kvm_pvm');
+
 /** false when KVM is usable; otherwise why the KVM tests are skipped */
 export const kvmSkip: string | false = probe();
 

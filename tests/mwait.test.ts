@@ -5,15 +5,14 @@
 // KVM's irqchip it returns at once. A host whose KVM runs them itself (as NOPs on VMX/SVM) never
 // exits on them, and only the guest's own checks apply there.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import test from 'node:test';
 import { guestPath } from './guests/index.js';
-import { kvmSkip, scaled, testTimeScale } from './kvm-available.js';
+import { isKvmPvm, kvmSkip, scaled, testTimeScale } from './kvm-available.js';
 import { runGuestFile, waitFor } from './run-guest.js';
 
 const ROUNDS = 10;
 /** HOST.md: kvm_pvm fails MONITOR/MWAIT at CPL0 as emulation failures, so here they must reach tsvmm. */
-const HOST_HANDS_MWAIT_TO_VMM = existsSync('/sys/module/kvm_pvm');
+const HOST_HANDS_MWAIT_TO_VMM = isKvmPvm;
 
 function mwaitsOf(serial: string, line: RegExp): number {
   const m = line.exec(serial);

@@ -1,11 +1,11 @@
 // Runs the real CLI on Debian's cloud kernel with an initramfs, for the slow Linux tests: the
 // serial output, stderr and exit status, and a tail of both for assertion messages.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { isKvmPvm } from '../kvm-available.js';
 import { cliPath } from '../repo.js';
 
 /** Why the Linux tests skip on this project's kvm_pvm hosts, or false. */
-export const pvmSkip: string | false = existsSync('/sys/module/kvm_pvm')
+export const pvmSkip: string | false = isKvmPvm
   ? 'this host\'s KVM is kvm_pvm, which cannot run the kernel\'s own code far enough (HOST.md); run it in the KVM lab: npm run test:kvm-lab'
   : false;
 
