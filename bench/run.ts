@@ -198,12 +198,16 @@ function stampingDevice(inner: VirtioDevice): VirtioDevice {
  * thread, polled used ring) against QEMU microvm's virtio-blk on the same file and the same guest
  * (its `virtio-qemu` build, same virtio-mmio transport), interleaved. The guest times each phase
  * with its TSC: sequential write then read of S MiB in R KiB requests, then N random 4 KiB writes
- * and reads, Q in flight; everything read is checked against what was written. Ratios are of the
- * medians over rounds. Then, for tsvmm only, QueueNotify-to-device-callback latency (bench_notify).
+ * and reads, Q in flight; everything read is checked against what was written. Every run gets a
+ * new sparse file (the last run's pages and blocks dropped with it, so no VMM inherits the other's
+ * page cache or writeback), and one warm-up round per VMM is not counted (tsvmm's JIT, both
+ * VMMs' first allocations). Ratios are of the medians over rounds. Then, for tsvmm only,
+ * QueueNotify-to-device-callback latency (bench_notify).
  */
 async function block(): Promise<void> {
-  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-  const mib = Number(process.env.BENCH_BLOCK_MIB ?? 64);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+  const warmups = Number(process.env.BENCH_BLOCK_WARMUP ?? 1);
+  const mib = Number(process.env.BENCH_BLOCK_MIB ?? 256);
   const reqKib = Number(process.env.BENCH_BLOCK_REQ_KIB ?? 128);
   const qd = Number(process.env.BENCH_BLOCK_QD ?? 8);
   const rand = Number(process.env.BENCH_BLOCK_RAND ?? 20_000);
@@ -213,12 +217,17 @@ async function block(): Promise<void> {
   const cmdline = `bench_seq_mib=${mib} bench_req_kib=${reqKib} bench_qd=${qd} bench_rand=${rand}`;
   const disk = path.join(repoRoot, '.cache', 'bench-block.img');
   fs.mkdirSync(path.dirname(disk), { recursive: true });
-  fs.writeFileSync(disk, '');
-  fs.truncateSync(disk, mib << 20);
+  const freshDisk = () => {
+    fs.rmSync(disk, { force: true });
+    fs.writeFileSync(disk, '');
+    fs.truncateSync(disk, mib << 20);
+  };
+  freshDisk();
 
   const haveQemu = vmms.includes('qemu') && spawnSync('qemu-system-x86_64', ['--version']).status === 0;
   if (vmms.includes('qemu') && !haveQemu) console.log('block: qemu-system-x86_64 not installed (apt-get install qemu-system-x86); no baseline');
   const runTsvmm = async () => {
+    freshDisk();
     const r = await runGuestFile(guestPath('virtio'), { cmdline, timeoutMs: 600000, virtio: [openDisk(parseDiskSpec(disk), 0).config] });
     if (r.status !== 0) throw new Error(`tsvmm block run failed (status ${r.status}, ${r.reason} ${r.fatal ?? ''}): ${r.serial}`);
     return parseBlockPhases('tsvmm', r.serial);
@@ -226,6 +235,7 @@ async function block(): Promise<void> {
   const qemuArgs = qemuBlockArgs(disk, cmdline, accel);
   if (haveQemu) console.log(`block: qemu-system-x86_64 ${qemuArgs.join(' ')}`);
   const runQemu = () => {
+    freshDisk();
     const r = spawnSync('qemu-system-x86_64', qemuArgs, { encoding: 'utf8', timeout: 600000 });
     // isa-debug-exit: the guest's status 0 is QEMU's 1.
     if (r.status !== 1) throw new Error(`qemu block run failed (exit ${r.status}): ${r.stdout}${r.stderr}`);
@@ -256,14 +266,20 @@ async function block(): Promise<void> {
   };
   const who = [...(vmms.includes('tsvmm') ? ['tsvmm'] : []), ...(haveQemu ? ['qemu'] : [])];
   const label = (w: string) => (w === 'qemu' && accel !== 'kvm' ? `qemu (${accel})` : w);
+  for (let i = 0; i < warmups; i++) {
+    for (const w of who) {
+      if (w === 'tsvmm') await runTsvmm();
+      else runQemu();
+    }
+  }
   for (let i = 0; i < rounds; i++) {
-    // Alternate which goes first, so neither always finds the other's page cache.
+    // Alternate which goes first, so neither always runs just after the other's writeback.
     for (const w of i % 2 ? [...who].reverse() : who) {
       const line = record(w, w === 'tsvmm' ? await runTsvmm() : runQemu());
       console.log(`block round ${i + 1}: ${label(w)}: ${line}`);
     }
   }
-  console.log(`block: ${mib} MiB sequential in ${reqKib} KiB requests, ${rand} random 4 KiB requests, queue depth ${qd}, ${rounds} rounds; medians:`);
+  console.log(`block: ${mib} MiB sequential in ${reqKib} KiB requests, ${rand} random 4 KiB requests, queue depth ${qd}, ${rounds} rounds after ${warmups} warm-up; medians:`);
   for (const w of who) console.log(`block: ${label(w)}: ${BLOCK_PHASES.map((p) => `${p} ${fmt(p, median(results[w]![p]))}`).join(', ')}`);
   if (guessed) console.log(`block: the guests' CPUID gives no TSC rate; rates use the host's ${hostKhz} kHz (/proc/cpuinfo) for every VMM, so ratios do not depend on it`);
   if (who.length === 2 && [...khzSeen.tsvmm!].join() !== [...khzSeen.qemu!].join()) {

@@ -9,7 +9,7 @@ import {
   VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_GET_LIFETIME, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
   VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VirtioBlock, type BlockBackend,
 } from './block.js';
-import { FileBlockBackend } from './block-file.js';
+import { FileBlockBackend, IOV_MAX, iovWindows, remainder } from './block-file.js';
 import { LINUX_RING_FEATURES, MmioHarness, blkRequestHeader, type SplitRingDriver } from './guest-driver.js';
 import { VIRTIO_MMIO_INT_VRING } from './mmio.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET, featureBit, hasFeature } from './virtio.js';
@@ -358,4 +358,50 @@ test('FileBlockBackend.open: a missing image or a directory is a one-line Virtio
   const missing = path.join(dir, 'nope.img');
   assert.throws(() => FileBlockBackend.open(missing), (e) => e instanceof VirtioError && e.kind === 'backend' && /ENOENT/.test(e.message) && !e.message.includes('\n'));
   assert.throws(() => FileBlockBackend.open(dir, { readonly: true }), (e) => e instanceof VirtioError && e.kind === 'backend' && /not a regular file/.test(e.message));
+});
+
+test('remainder: what a short preadv/pwritev left, cutting the first unfinished buffer', () => {
+  const a = new Uint8Array([1, 2, 3]);
+  const b = new Uint8Array([4, 5]);
+  const c = new Uint8Array(0);
+  assert.equal(remainder([a, b], 5), null);
+  assert.equal(remainder([a, c, b], 5), null, 'an empty buffer is never left over');
+  assert.equal(remainder([], 0), null);
+  assert.deepEqual(remainder([a, b], 0)!.map((x) => [...x]), [[1, 2, 3], [4, 5]]);
+  assert.deepEqual(remainder([a, b], 2)!.map((x) => [...x]), [[3], [4, 5]]);
+  assert.deepEqual(remainder([a, b], 3)!.map((x) => [...x]), [[4, 5]]);
+  assert.deepEqual(remainder([a, b], 4)!.map((x) => [...x]), [[5]]);
+});
+
+test('iovWindows: runs of at most IOV_MAX buffers, in order; the array itself when it fits', () => {
+  const small = [new Uint8Array(1), new Uint8Array(2)];
+  assert.equal(iovWindows(small)[0], small);
+  const many = Array.from({ length: 2 * IOV_MAX + 3 }, (_, i) => new Uint8Array([i & 0xff]));
+  const w = iovWindows(many);
+  assert.deepEqual(w.map((x) => x.length), [IOV_MAX, IOV_MAX, 3]);
+  assert.deepEqual(w.flat(), many);
+});
+
+test('FileBlockBackend: a request of more buffers than preadv/pwritev take lands in order, and reads back', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-blk-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const image = path.join(dir, 'disk.img');
+  const count = IOV_MAX + 5;
+  fs.writeFileSync(image, Buffer.alloc(4 * (count + 2)));
+  const backend = FileBlockBackend.open(image);
+  t.after(() => backend.close());
+  // 4-byte buffers, each holding its own index, written from byte 4.
+  const out = Array.from({ length: count }, (_, i) => { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, i, true); return b; });
+  backend.writev(4, out);
+  const file = fs.readFileSync(image);
+  for (let i = 0; i < count; i++) assert.equal(file.readUInt32LE(4 + 4 * i), i, `buffer ${i} at its place`);
+  assert.equal(file.readUInt32LE(0), 0);
+  const back = Array.from({ length: count }, () => new Uint8Array(4));
+  backend.readv(4, back);
+  for (let i = 0; i < count; i++) assert.equal(new DataView(back[i]!.buffer).getUint32(0, true), i);
+  // Past the end of the file (it shrank under us): zeros, and the buffers after it too.
+  fs.truncateSync(image, 4 * 3);
+  const tail = [new Uint8Array(4).fill(9), new Uint8Array(4).fill(9), new Uint8Array(4).fill(9)];
+  backend.readv(4, tail);
+  assert.deepEqual(tail.map((x) => [...x]), [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]);
 });
