@@ -217,10 +217,19 @@ async function block(): Promise<void> {
   const cmdline = `bench_seq_mib=${mib} bench_req_kib=${reqKib} bench_qd=${qd} bench_rand=${rand}`;
   const disk = path.join(repoRoot, '.cache', 'bench-block.img');
   fs.mkdirSync(path.dirname(disk), { recursive: true });
+  // BENCH_BLOCK_PREFILL=1: the file is written out (and synced) before each run, so the guest's
+  // writes overwrite allocated, cached blocks instead of filling holes.
+  const prefill = process.env.BENCH_BLOCK_PREFILL === '1';
   const freshDisk = () => {
     fs.rmSync(disk, { force: true });
     fs.writeFileSync(disk, '');
     fs.truncateSync(disk, mib << 20);
+    if (!prefill) return;
+    const fd = fs.openSync(disk, 'r+');
+    const chunk = Buffer.alloc(1 << 20, 0x5a);
+    for (let i = 0; i < mib; i++) fs.writeSync(fd, chunk, 0, chunk.length, i << 20);
+    fs.fdatasyncSync(fd);
+    fs.closeSync(fd);
   };
   freshDisk();
 
@@ -279,7 +288,7 @@ async function block(): Promise<void> {
       console.log(`block round ${i + 1}: ${label(w)}: ${line}`);
     }
   }
-  console.log(`block: ${mib} MiB sequential in ${reqKib} KiB requests, ${rand} random 4 KiB requests, queue depth ${qd}, ${rounds} rounds after ${warmups} warm-up; medians:`);
+  console.log(`block: ${mib} MiB sequential in ${reqKib} KiB requests, ${rand} random 4 KiB requests, queue depth ${qd}, ${rounds} rounds after ${warmups} warm-up, ${prefill ? 'file written out before each run' : 'a new sparse file each run'}; medians:`);
   for (const w of who) console.log(`block: ${label(w)}: ${BLOCK_PHASES.map((p) => `${p} ${fmt(p, median(results[w]![p]))}`).join(', ')}`);
   if (guessed) console.log(`block: the guests' CPUID gives no TSC rate; rates use the host's ${hostKhz} kHz (/proc/cpuinfo) for every VMM, so ratios do not depend on it`);
   if (who.length === 2 && [...khzSeen.tsvmm!].join() !== [...khzSeen.qemu!].join()) {
