@@ -159,7 +159,8 @@ function formatStats(machine: Machine): string {
     if (s.config.device instanceof VirtioNet) lines.push(`  ${formatNetStats(s.config.device.stats)}`);
   }
   for (const s of machine.virtioPci?.slots ?? []) {
-    lines.push(`virtio-pci 00:${s.slot.toString(16).padStart(2, '0')}.0 (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts`);
+    // "direct": KVM_SIGNAL_MSI, or the userspace irqchip's APIC bus.
+    lines.push(`virtio-pci 00:${s.slot.toString(16).padStart(2, '0')}.0 (${s.config.label}): queue notifies ${s.notifyEvents} via ioeventfd, ${s.notifyExits} via MMIO exits; ${s.interrupts} interrupts (MSI-X: ${s.msiByIrqfd} by irqfd, ${s.msiBySignal} direct)`);
   }
   return lines.join('\n') + '\n';
 }

@@ -14,7 +14,7 @@ export interface GuestRun extends MachineResult {
   /** per virtio slot: QueueNotify writes taken by ioeventfds and those that exited, interrupts sent */
   virtio: Array<{ label: string; notifyEvents: bigint; notifyExits: number; interrupts: number }>;
   /** the same per virtio-pci device, in PCI slot order, with its slot and INTA# pin */
-  virtioPci: Array<{ label: string; slot: number; gsi: number; notifyEvents: bigint; notifyExits: number; interrupts: number }>;
+  virtioPci: Array<{ label: string; slot: number; gsi: number; notifyEvents: bigint; notifyExits: number; interrupts: number; msiByIrqfd: number; msiBySignal: number; msiRoutesMade: number }>;
 }
 
 export interface RunOptions {
@@ -68,7 +68,7 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
     }
     const r = await Promise.race([m.wait(), timeout]);
     const virtio = m.virtioSlots.map((v) => ({ label: v.config.label, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
-    const virtioPci = (m.virtioPci?.slots ?? []).map((v) => ({ label: v.config.label, slot: v.slot, gsi: v.gsi, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts }));
+    const virtioPci = (m.virtioPci?.slots ?? []).map((v) => ({ label: v.config.label, slot: v.slot, gsi: v.gsi, notifyEvents: v.notifyEvents, notifyExits: v.notifyExits, interrupts: v.interrupts, msiByIrqfd: v.msiByIrqfd, msiBySignal: v.msiBySignal, msiRoutesMade: v.msiRoutesMade }));
     return { ...r, serial: m.serialOutput(), unclaimed: m.unclaimed, stats: m.vcpus.map((v) => v.stats()), migrationBlockers: [...m.migrationBlockers], virtio, virtioPci };
   } finally {
     clearTimeout(timer);

@@ -174,6 +174,12 @@ export interface HvVm {
    * createInterruptControllers. The VMM's own irqchip takes MSIs itself (UserspaceIrqchip.signalMsi).
    */
   signalMsi(addressLo: number, addressHi: number, data: number): void;
+  /**
+   * A GSI of its own routed to this message, with an irqfd on it: trigger() sends the message from
+   * any thread with one eventfd write, and the hypervisor delivers it (as QEMU routes each MSI-X
+   * vector for KVM). Needs createInterruptControllers; throws when the host cannot route MSIs.
+   */
+  addMsiRoute(addressLo: number, addressHi: number, data: number): HvMsiRoute;
   createVcpu(index: number): HvVcpu;
   /**
    * Guest writes to [addr, addr+len) (equal to `datamatch`, when given) are counted inside the
@@ -189,6 +195,15 @@ export interface HvVm {
    */
   trapMsrs(indices: readonly number[]): boolean;
   close(): void;
+}
+
+/** An MSI message behind an irqfd (HvVm.addMsiRoute). */
+export interface HvMsiRoute {
+  readonly gsi: number;
+  trigger(): void;
+  /** The vector was reprogrammed: the GSI now sends this message (the whole routing table is rewritten). */
+  update(addressLo: number, addressHi: number, data: number): void;
+  remove(): void;
 }
 
 export interface Hypervisor {

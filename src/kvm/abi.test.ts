@@ -12,7 +12,7 @@ test('struct sizes match the kernel headers', () => {
     [abi.kvm_fpu, 416], [abi.kvm_lapic_state, 1024], [abi.kvm_irq_level, 8], [abi.kvm_ioeventfd, 64],
     [abi.kvm_irqfd, 32], [abi.kvm_enable_cap, 104], [abi.kvm_guest_debug, 72], [abi.kvm_pit_config, 64],
     [abi.kvm_clock_data, 48], [abi.kvm_dirty_log, 16], [abi.kvm_run, 2352], [abi.kvm_msr_entry, 16],
-    [abi.kvm_irq_routing_entry, 48], [abi.kvm_msr_filter, 392], [abi.kvm_msr_filter_range, 24], [abi.kvm_run_msr, 24], [abi.kvm_msi, 32],
+    [abi.kvm_irq_routing_entry, 48], [abi.kvm_irq_routing_entry_msi, 48], [abi.kvm_msr_filter, 392], [abi.kvm_msr_filter_range, 24], [abi.kvm_run_msr, 24], [abi.kvm_msi, 32],
     [abi.kvm_dirty_gfn, 16], [abi.kvm_xsave, 4096],
   ];
   for (const [layout, size] of expected) assert.equal(layout.sizeBytes, size, layout.name);

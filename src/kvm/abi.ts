@@ -220,8 +220,14 @@ export const kvm_irq_routing_entry = layout('kvm_irq_routing_entry', 48, {
   gsi: [0, 'u32'], type: [4, 'u32'], flags: [8, 'u32'], pad: [12, 'u32'], irqchip: [16, 'u32'], pin: [20, 'u32'],
   union_pad: [24, 'u32', 6],
 });
+// The same entry with the union's msi member (struct kvm_irq_routing_msi): a GSI that sends a message.
+export const kvm_irq_routing_entry_msi = layout('kvm_irq_routing_entry_msi', 48, {
+  gsi: [0, 'u32'], type: [4, 'u32'], flags: [8, 'u32'], pad: [12, 'u32'],
+  address_lo: [16, 'u32'], address_hi: [20, 'u32'], data: [24, 'u32'], devid: [28, 'u32'], union_pad: [32, 'u32', 4],
+});
 export const kvm_irq_routing = layout('kvm_irq_routing', 8, { nr: [0, 'u32'], flags: [4, 'u32'] });
 export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+export const KVM_IRQ_ROUTING_MSI = 2;
 export const KVM_IRQCHIP_PIC_MASTER = 0;
 export const KVM_IRQCHIP_PIC_SLAVE = 1;
 export const KVM_IRQCHIP_IOAPIC = 2;

@@ -12,6 +12,11 @@ function fail(call: string, target: string, doing: string, hint = ''): never {
   throw new KvmError('ioctl', call, target, libc.errno(), doing, hint);
 }
 
+/** One GSI routing entry: a pin of an in-kernel PIC/IOAPIC, or an MSI message (KVM api.rst 4.52). */
+export type GsiRoute =
+  | { readonly kind: 'irqchip'; readonly gsi: number; readonly chip: number; readonly pin: number }
+  | { readonly kind: 'msi'; readonly gsi: number; readonly addressLo: number; readonly addressHi: number; readonly data: number };
+
 export interface CpuidEntry {
   function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
 }
@@ -171,19 +176,29 @@ export class KvmVm {
     this.call(io.KVM_CREATE_IRQCHIP, 0, 'creating the in-kernel PIC, IOAPIC and LAPICs');
   }
 
-  /** Replaces the GSI routing table with irqchip routes: [gsi, KVM_IRQCHIP_*, pin]. */
-  setGsiRouting(routes: ReadonlyArray<readonly [number, number, number]>): void {
+  /** Replaces the whole GSI routing table (KVM has no call that changes one entry). */
+  setGsiRouting(routes: readonly GsiRoute[]): void {
     const e = abi.kvm_irq_routing_entry;
+    const m = abi.kvm_irq_routing_entry_msi.at;
     const b = Buffer.alloc(abi.kvm_irq_routing.sizeBytes + routes.length * e.sizeBytes);
     b.writeUInt32LE(routes.length, abi.kvm_irq_routing.at.nr);
-    routes.forEach(([gsi, chip, pin], i) => {
+    routes.forEach((r, i) => {
       const base = abi.kvm_irq_routing.sizeBytes + i * e.sizeBytes;
-      b.writeUInt32LE(gsi, base + e.at.gsi!);
-      b.writeUInt32LE(abi.KVM_IRQ_ROUTING_IRQCHIP, base + e.at.type!);
-      b.writeUInt32LE(chip, base + e.at.irqchip!);
-      b.writeUInt32LE(pin, base + e.at.pin!);
+      b.writeUInt32LE(r.gsi, base + e.at.gsi!);
+      if (r.kind === 'irqchip') {
+        b.writeUInt32LE(abi.KVM_IRQ_ROUTING_IRQCHIP, base + e.at.type!);
+        b.writeUInt32LE(r.chip, base + e.at.irqchip!);
+        b.writeUInt32LE(r.pin, base + e.at.pin!);
+      } else {
+        b.writeUInt32LE(abi.KVM_IRQ_ROUTING_MSI, base + m.type!);
+        b.writeUInt32LE(r.addressLo >>> 0, base + m.address_lo!);
+        b.writeUInt32LE(r.addressHi >>> 0, base + m.address_hi!);
+        b.writeUInt32LE(r.data >>> 0, base + m.data!);
+      }
     });
-    this.call(io.KVM_SET_GSI_ROUTING, b, `installing ${routes.length} GSI routes`);
+    const msi = routes.filter((r) => r.kind === 'msi').length;
+    this.call(io.KVM_SET_GSI_ROUTING, b, `installing ${routes.length} GSI routes (${msi} MSI)`,
+      'KVM takes GSIs below KVM_MAX_IRQ_ROUTES (the value of KVM_CAP_IRQ_ROUTING) and MSI routes only with its in-kernel irqchip');
   }
 
   /**

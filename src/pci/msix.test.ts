@@ -8,10 +8,12 @@ import { Msix, type MsixVectorState } from './msix.js';
 
 function rig(vectors = 4) {
   const sent: Array<[number, number, number]> = [];
+  /** The vector each message was for (the VMM picks the vector's irqfd by it). */
+  const sentVectors: number[] = [];
   const changes: Array<[number, MsixVectorState]> = [];
   const msix = new Msix({
     vectors, tableBar: 2, tableOffset: 0x2000, pbaBar: 2, pbaOffset: 0x3000,
-    signalMsi: (lo, hi, data) => sent.push([lo, hi, data]),
+    signalMsi: (lo, hi, data, vector) => { sent.push([lo, hi, data]); sentVectors.push(vector); },
     onVectorChanged: (v, s) => changes.push([v, s]),
   });
   const config = new PciConfigSpace({ name: 'msix test', vendorId: 1, deviceId: 2, classCode: 0 });
@@ -35,7 +37,7 @@ function rig(vectors = 4) {
     msix.pbaRead(0, d);
     return Number(new DataView(d.buffer).getBigUint64(0, true));
   };
-  return { msix, config, cap, sent, changes, ctrl, entry, table32, pba };
+  return { msix, config, cap, sent, sentVectors, changes, ctrl, entry, table32, pba };
 }
 
 test('capability: table size - 1, BIR and offsets; only Enable and Function Mask are writable', () => {
@@ -87,7 +89,7 @@ test('a masked vector pends; unmasking delivers it once and clears the PBA bit',
 });
 
 test('the function mask holds every vector; clearing it delivers what pended, in vector order', () => {
-  const { msix, sent, ctrl, entry, pba } = rig();
+  const { msix, sent, sentVectors, ctrl, entry, pba } = rig();
   ctrl(0x8000 | 0x4000);
   for (const v of [0, 3]) {
     entry(v, 8, 0x30 + v);
@@ -99,6 +101,7 @@ test('the function mask holds every vector; clearing it delivers what pended, in
   assert.equal(pba(), 0b1001);
   ctrl(0x8000);
   assert.deepEqual(sent.map((s) => s[2]), [0x30, 0x33]);
+  assert.deepEqual(sentVectors, [0, 3]);
   assert.equal(pba(), 0);
 });
 

@@ -62,8 +62,8 @@ export interface MsixOptions {
   readonly tableOffset: number;
   readonly pbaBar: number;
   readonly pbaOffset: number;
-  /** Sends one message (a memory write of `data` to the 64-bit address hi:lo). */
-  readonly signalMsi: (addressLo: number, addressHi: number, data: number) => void;
+  /** Sends one message (a memory write of `data` to the 64-bit address hi:lo) for `vector`. */
+  readonly signalMsi: (addressLo: number, addressHi: number, data: number, vector: number) => void;
   /**
    * A vector's address, data or effective mask changed (also when MSI-X is enabled or disabled).
    * With an irqfd per vector, this is where the VMM updates its GSI route.
@@ -193,6 +193,7 @@ export class Msix {
       this.tableView.getUint32(at + PCI_MSIX_ENTRY_LOWER_ADDR, true),
       this.tableView.getUint32(at + PCI_MSIX_ENTRY_UPPER_ADDR, true),
       this.tableView.getUint32(at + PCI_MSIX_ENTRY_DATA, true),
+      vector,
     );
   }
 

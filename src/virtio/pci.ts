@@ -131,8 +131,8 @@ export function virtioPciClassCode(deviceType: number): number {
 export interface VirtioPciOptions {
   /** Guest RAM the rings and buffers live in. */
   readonly memory: GuestMemory;
-  /** Sends one MSI-X message (KVM_SIGNAL_MSI, or the irqfd the VMM routed to it). */
-  readonly signalMsi: (addressLo: number, addressHi: number, data: number) => void;
+  /** Sends one MSI-X message of `vector` (KVM_SIGNAL_MSI, or the irqfd the VMM routed to the vector). */
+  readonly signalMsi: (addressLo: number, addressHi: number, data: number, vector: number) => void;
   /** A vector's address, data or mask changed: where the VMM updates an irqfd's GSI route. */
   readonly onMsixVectorChanged?: (vector: number, state: MsixVectorState) => void;
   /** INTA#, level: used while MSI-X is disabled (the ISR status semantics of 4.1.4.5). */

@@ -166,10 +166,12 @@ export class Machine implements ExitHandlers {
       const chip = this.irqchip;
       const pulse = chip ? (gsi: number) => ({ trigger: () => { chip.setIrq(gsi, 1); chip.setIrq(gsi, 0); }, remove: () => {} }) : undefined;
       if (virtio.length > 0) this.virtioSlots = attachVirtioDevices(virtio, this.vm, this.memory, this.mmioBus, pulse);
-      // virtio-pci: MSI-X to KVM_SIGNAL_MSI, or to the userspace APIC bus; INTA# through irqLine.
+      // virtio-pci: MSI-X through an irqfd per vector on a GSI routed to its message (KVM's
+      // irqchip), or to the userspace APIC bus; INTA# through irqLine.
       this.virtioPci = attachVirtioPci(config.virtio ?? [], {
         vm: this.vm, memory: this.memory, pioBus: this.pioBus, mmioBus: this.mmioBus,
         signalMsi: chip ? (lo, hi, data) => chip.signalMsi(lo, hi, data) : (lo, hi, data) => this.vm.signalMsi(lo, hi, data),
+        ...(chip ? {} : { msiRoute: (lo: number, hi: number, data: number) => this.vm.addMsiRoute(lo, hi, data) }),
         irqLine: (gsi, level) => this.irqLine(gsi, level),
       });
 

@@ -11,10 +11,10 @@ import * as layout from '../boot/layout.js';
 import { loadGuest } from '../boot/loader.js';
 import { Bus } from '../bus/bus.js';
 import { buildPvhElf } from '../guest/elf-image.js';
-import type { HvVm } from '../hypervisor/types.js';
+import type { HvMsiRoute, HvVm } from '../hypervisor/types.js';
 import { PCI_BASE_ADDRESS_0, PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MEMORY } from '../pci/config-space.js';
-import { PCI_MSIX_FLAGS } from '../pci/msix.js';
-import { Conf1Access, EcamAccess } from '../pci/guest-probe.js';
+import { PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_SIZE, PCI_MSIX_FLAGS } from '../pci/msix.js';
+import { Conf1Access, EcamAccess, busWrite } from '../pci/guest-probe.js';
 import { BumpAllocator, plainGuestMemory, SplitRingDriver } from '../virtio/guest-driver.js';
 import { VirtioPciDriver, msiMessage } from '../virtio/pci-guest-driver.js';
 import { VIRTIO_PCI_BAR_SIZE_BYTES, VIRTIO_PCI_NOTIFY_OFFSET } from '../virtio/pci.js';
@@ -43,7 +43,7 @@ class RecordingVm {
   }
 }
 
-function setup(devices = 1) {
+function setup(devices = 1, msiRoute?: (lo: number, hi: number, data: number) => HvMsiRoute) {
   const memory = plainGuestMemory(1 << 20);
   const pioBus = new Bus('pio');
   const mmioBus = new Bus('mmio');
@@ -55,6 +55,7 @@ function setup(devices = 1) {
     vm: kvm.asHvVm(), memory, pioBus, mmioBus,
     signalMsi: (lo, hi, data) => msis.push([lo, hi, data]),
     irqLine: (gsi, level) => lines.push([gsi, level]),
+    ...(msiRoute ? { msiRoute } : {}),
   })!;
   return { memory, pioBus, mmioBus, kvm, host, msis, lines, cfg: new Conf1Access(pioBus), alloc: new BumpAllocator(0x1000, 1 << 20) };
 }
@@ -223,4 +224,72 @@ test('more virtio-pci devices than slots are refused', () => {
   assert.throws(() => new VirtioPciHost(Array.from({ length: 9 }, () => ({ device: new VirtioRng(), label: 'rng', transport: 'pci' as const })), {
     vm: new RecordingVm().asHvVm(), memory: plainGuestMemory(4096), pioBus: new Bus('pio'), mmioBus: new Bus('mmio'), signalMsi: () => {}, irqLine: () => {},
   }), /9 virtio-pci devices/);
+});
+
+/** Records the routes the slot asks for: what it made, re-routed, triggered and removed. */
+class RecordingRoutes {
+  readonly log: string[] = [];
+  failNext = false;
+  private nextGsi = 24;
+  readonly make = (lo: number, hi: number, data: number): HvMsiRoute => {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('no GSI left');
+    }
+    const gsi = this.nextGsi++;
+    this.log.push(`route ${gsi} ${lo.toString(16)}:${hi}:${data.toString(16)}`);
+    return {
+      gsi,
+      trigger: () => this.log.push(`trigger ${gsi}`),
+      update: (l, h, d) => this.log.push(`update ${gsi} ${l.toString(16)}:${h}:${d.toString(16)}`),
+      remove: () => this.log.push(`remove ${gsi}`),
+    };
+  };
+}
+
+test('MSI-X by irqfd: a vector is routed when it first fires, re-routed only after the guest reprograms it, removed on detach; a route refused falls back to signalMsi', (t) => {
+  const routes = new RecordingRoutes();
+  const { host, kvm, mmioBus, memory, alloc, msis } = setup(1, routes.make);
+  const s = host.slots[0]!;
+  const d = new VirtioPciDriver(new EcamAccess(mmioBus, layout.PCI_ECAM_GPA), mmioBus, 1);
+  d.probe();
+  assert.notEqual(d.negotiate(featureBit(VIRTIO_F_VERSION_1)), null);
+  d.enableMsix();
+  const ring = new SplitRingDriver(memory, alloc, 8);
+  d.setupQueue(0, ring, 0);
+  d.enableQueue(0);
+  d.driverOk();
+  const buf = alloc.alloc(16);
+  const request = () => {
+    ring.add([], [{ gpa: buf, len: 16 }]);
+    kvm.ioeventfds[0]!.onNotify(1n);
+    assert.equal(ring.getBuf()?.len, 16);
+  };
+  assert.deepEqual(routes.log, [], 'no route before the vector fires');
+  request();
+  request();
+  const m = msiMessage(0);
+  assert.deepEqual(routes.log, [`route 24 ${m.addressLo.toString(16)}:0:${m.data.toString(16)}`, 'trigger 24', 'trigger 24']);
+  assert.deepEqual(msis, [], 'no KVM_SIGNAL_MSI while the route works');
+  // The guest moves vector 0 to another IDT vector (as Linux does when it changes affinity).
+  busWrite(mmioBus, d.msixTableGpa + 0 * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_DATA, 4, 0x41);
+  assert.equal(routes.log.length, 3, 'nothing re-routed until the vector fires');
+  request();
+  assert.deepEqual(routes.log.slice(3), [`update 24 ${m.addressLo.toString(16)}:0:41`, 'trigger 24']);
+  assert.deepEqual([s.msiByIrqfd, s.msiBySignal, s.msiRoutesMade, s.msiReroutes], [3, 0, 1, 1]);
+
+  // Vector 1 (the config vector in Linux's layout) cannot get a route: it uses signalMsi from then on.
+  t.mock.method(process.stderr, 'write', () => true);
+  d.write('queue_select', 0);
+  d.write('queue_msix_vector', 1);
+  assert.equal(d.read('queue_msix_vector'), 1);
+  routes.failNext = true;
+  request();
+  request();
+  assert.deepEqual(msis, [[msiMessage(1).addressLo, 0, msiMessage(1).data], [msiMessage(1).addressLo, 0, msiMessage(1).data]]);
+  assert.equal(routes.log.length, 5, 'no second attempt for the refused vector');
+  assert.deepEqual([s.msiByIrqfd, s.msiBySignal], [3, 2]);
+
+  host.detach();
+  assert.deepEqual(routes.log.slice(5), ['remove 24']);
 });

@@ -10,14 +10,18 @@
 // them at the new address (none while decoding is off). A doorbell write that still exits (another
 // width, or a BAR where KVM refused the ioeventfd) reaches the transport through the BAR router
 // and is counted.
-// Interrupts: MSI-X messages go to `signalMsi` (KVM_SIGNAL_MSI, or the userspace APIC bus);
-// with MSI-X off, INTA# is a level line on IOAPIC pin pciIntxGsi(slot), driven through
-// `irqLine` (KVM_IRQ_LINE, or the userspace IOAPIC). What this does not do: hot-plug, 64-bit BAR
-// windows, I/O BARs, an irqfd per MSI-X vector (each message is one ioctl on the main thread).
+// Interrupts: with KVM's irqchip each MSI-X vector gets a GSI routed to its message and an irqfd
+// (`msiRoute`, as QEMU does for KVM), made when the vector first fires and re-routed when the
+// guest has reprogrammed it since; sending is one eventfd write. Masking and pending stay in
+// the transport's MSI-X table, which decides whether a message goes at all. Where a route cannot
+// be made, and with the userspace irqchip, messages go to `signalMsi` (KVM_SIGNAL_MSI, or the
+// userspace APIC bus). With MSI-X off, INTA# is a level line on IOAPIC pin pciIntxGsi(slot),
+// driven through `irqLine` (KVM_IRQ_LINE, or the userspace IOAPIC). What this does not do:
+// hot-plug, 64-bit BAR windows, I/O BARs.
 import type { PciHostBridgeAcpi } from '../boot/acpi.js';
 import * as layout from '../boot/layout.js';
 import type { Bus, BusDevice } from '../bus/bus.js';
-import type { HvVm } from '../hypervisor/types.js';
+import type { HvMsiRoute, HvVm } from '../hypervisor/types.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { PciBarRouter, PciBus, PciConfigIo, PciEcam, type PciWindow } from '../pci/bus.js';
 import type { PciBar } from '../pci/config-space.js';
@@ -48,6 +52,8 @@ export interface VirtioPciWiring {
   readonly mmioBus: Bus;
   /** One MSI-X message: KVM_SIGNAL_MSI, or the userspace irqchip's APIC bus. */
   readonly signalMsi: (addressLo: number, addressHi: number, data: number) => void;
+  /** A GSI routed to a message, with an irqfd (HvVm.addMsiRoute); absent with the userspace irqchip. */
+  readonly msiRoute?: (addressLo: number, addressHi: number, data: number) => HvMsiRoute;
   /** Drives an IOAPIC pin (Machine.irqLine: in-kernel or userspace irqchip). */
   readonly irqLine: (gsi: number, level: 0 | 1) => void;
 }
@@ -62,6 +68,12 @@ export class VirtioPciSlot {
   notifyEvents = 0n;
   /** MSI-X messages sent plus INTA# assertions. */
   interrupts = 0;
+  /** MSI-X messages sent through a vector's irqfd, and through signalMsi (no route). */
+  msiByIrqfd = 0;
+  msiBySignal = 0;
+  /** GSI routes made, and re-routed because the guest reprogrammed a vector. */
+  msiRoutesMade = 0;
+  msiReroutes = 0;
   /** ioeventfds (re-)registered so far, and those KVM refused (the doorbell then exits). */
   doorbellRegistrations = 0;
   doorbellFailures = 0;
@@ -69,6 +81,8 @@ export class VirtioPciSlot {
   msiFailures = 0;
   lastError: VirtioError | null = null;
   private doorbells: Array<{ remove(): void }> = [];
+  /** Per MSI-X vector: its route and the message it sends; 'none' once a route could not be made. */
+  private readonly routes = new Map<number, { route: HvMsiRoute; lo: number; hi: number; data: number } | 'none'>();
   private detached = false;
 
   /** `index`: the device's position among virtio-pci devices; it sits in PCI slot index + 1. */
@@ -77,10 +91,14 @@ export class VirtioPciSlot {
     const gsi = this.gsi;
     this.transport = new VirtioPci(config.device, {
       memory: wiring.memory,
-      signalMsi: (lo, hi, data) => {
+      signalMsi: (lo, hi, data, vector) => {
         this.interrupts++;
         // From a device completion on the event loop: a refused message must not end the VMM.
-        try { wiring.signalMsi(lo, hi, data); } catch (e) {
+        try {
+          if (this.sendByIrqfd(lo, hi, data, vector)) return;
+          this.msiBySignal++;
+          wiring.signalMsi(lo, hi, data);
+        } catch (e) {
           if (this.msiFailures++ === 0) process.stderr.write(`tsvmm: ${config.label} (PCI slot ${slot}): MSI-X message not delivered: ${(e as Error).message}\n`);
         }
       },
@@ -91,6 +109,41 @@ export class VirtioPciSlot {
       interruptLine: gsi,
       onError: (e) => { this.lastError = e; },
     });
+  }
+
+  /**
+   * Sends through the vector's irqfd, routing it first when it has no route yet or the guest
+   * changed its message since; false when there is no route to use (then signalMsi sends it).
+   */
+  private sendByIrqfd(lo: number, hi: number, data: number, vector: number): boolean {
+    const make = this.wiring.msiRoute;
+    const r = this.routes.get(vector);
+    if (make === undefined || r === 'none' || this.detached) return false;
+    if (r === undefined) {
+      let route: HvMsiRoute;
+      try {
+        route = make(lo, hi, data);
+      } catch (e) {
+        // Out of GSIs, or a host without MSI routing: this vector keeps using signalMsi.
+        this.routes.set(vector, 'none');
+        process.stderr.write(`tsvmm: ${this.config.label} (PCI slot ${this.slot}): MSI-X vector ${vector} gets no irqfd, its messages go through KVM_SIGNAL_MSI: ${(e as Error).message}\n`);
+        return false;
+      }
+      this.routes.set(vector, { route, lo, hi, data });
+      this.msiRoutesMade++;
+      route.trigger();
+    } else {
+      if (r.lo !== lo || r.hi !== hi || r.data !== data) {
+        r.route.update(lo, hi, data);
+        r.lo = lo;
+        r.hi = hi;
+        r.data = data;
+        this.msiReroutes++;
+      }
+      r.route.trigger();
+    }
+    this.msiByIrqfd++;
+    return true;
   }
 
   get bar(): PciBar {
@@ -134,6 +187,10 @@ export class VirtioPciSlot {
     this.detached = true;
     try { this.transport.reset(); } catch { /* INTx de-assert on a closing VM */ } finally {
       this.removeDoorbells();
+      for (const r of this.routes.values()) {
+        if (r !== 'none') try { r.route.remove(); } catch { /* the VM is going away */ }
+      }
+      this.routes.clear();
     }
   }
 }

@@ -4,12 +4,12 @@ import * as abi from '../../kvm/abi.js';
 import { KvmError } from '../../kvm/errors.js';
 import { EventFd } from '../../kvm/eventfd.js';
 import * as io from '../../kvm/ioctls.js';
-import { KvmSystem, KvmVcpu, KvmVm } from '../../kvm/kvm.js';
+import { KvmSystem, KvmVcpu, KvmVm, type GsiRoute } from '../../kvm/kvm.js';
 import * as libc from '../../kvm/libc.js';
 import { hostView, mapAnonymous, unmap, type HostMapping } from '../../kvm/memory.js';
 import { DirtyRingReader, dirtyRingSizeBytes } from '../../memory/dirty-ring.js';
 import type {
-  CpuidEntry, ExitHandlers, HvMemslot, HvVcpu, HvVm, Hypervisor, IrqchipMode, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
+  CpuidEntry, ExitHandlers, HvMemslot, HvMsiRoute, HvVcpu, HvVm, Hypervisor, IrqchipMode, RamSlot, Regs, Sregs, VcpuLocalDevice, VcpuRunState, VcpuStats,
 } from '../types.js';
 import { regsFromBuffer, regsToBuffer, sregsFromBuffer, sregsToBuffer } from './regs.js';
 import { SharedRamTable } from './ram-table.js';
@@ -71,6 +71,9 @@ export class KvmHypervisor implements Hypervisor {
   }
 }
 
+/** Pins of the in-kernel IOAPIC: GSIs 0-23 are theirs, MSI routes take the GSIs above. */
+const IOAPIC_PINS = 24;
+
 class KvmVmHandle implements HvVm {
   private readonly vcpus: KvmVcpuHandle[] = [];
   /** eventfds to remove and close with the VM */
@@ -81,6 +84,9 @@ class KvmVmHandle implements HvVm {
   /** the current RAM map, shared with every vCPU thread (rewritten by endMapChange) */
   private readonly ramTable: SharedRamTable;
   private msiChecked = false;
+  /** The in-kernel irqchip's pin routes (createInterruptControllers), then one MSI route per addMsiRoute GSI. */
+  private irqchipRoutes: GsiRoute[] = [];
+  private readonly msiRoutes = new Map<number, GsiRoute>();
   /** with enableDirtyRing: the ring size, the VMM's drain, and each vCPU's mapped ring */
   private dirtyRing: { sizeBytes: number; onFull: () => void } | null = null;
   private readonly rings: Array<{ mapping: HostMapping; reader: DirtyRingReader }> = [];
@@ -178,16 +184,74 @@ class KvmVmHandle implements HvVm {
     // cascade), GSIs 1-23 to the same IOAPIC pin, and GSI 0 (the PIT) to IOAPIC pin 2, which is
     // what the MADT's interrupt source override IRQ0 -> GSI 2 tells the guest. KVM's default
     // routing sends GSI 0 to IOAPIC pin 0, where such a guest never looks.
-    const routes: Array<[number, number, number]> = [];
+    const routes: GsiRoute[] = [];
     for (let gsi = 0; gsi < 16; gsi++) {
       if (gsi === 2) continue;
-      routes.push(gsi < 8 ? [gsi, abi.KVM_IRQCHIP_PIC_MASTER, gsi] : [gsi, abi.KVM_IRQCHIP_PIC_SLAVE, gsi - 8]);
+      routes.push(gsi < 8 ? { kind: 'irqchip', gsi, chip: abi.KVM_IRQCHIP_PIC_MASTER, pin: gsi } : { kind: 'irqchip', gsi, chip: abi.KVM_IRQCHIP_PIC_SLAVE, pin: gsi - 8 });
     }
-    for (let gsi = 0; gsi < 24; gsi++) {
+    for (let gsi = 0; gsi < IOAPIC_PINS; gsi++) {
       if (gsi === 2) continue;
-      routes.push([gsi, abi.KVM_IRQCHIP_IOAPIC, gsi === 0 ? 2 : gsi]);
+      routes.push({ kind: 'irqchip', gsi, chip: abi.KVM_IRQCHIP_IOAPIC, pin: gsi === 0 ? 2 : gsi });
     }
-    this.vm.setGsiRouting(routes);
+    this.irqchipRoutes = routes;
+    this.installRoutes();
+  }
+
+  private installRoutes(): void {
+    this.vm.setGsiRouting([...this.irqchipRoutes, ...this.msiRoutes.values()]);
+  }
+
+  addMsiRoute(addressLo: number, addressHi: number, data: number): HvMsiRoute {
+    const doing = 'routing an MSI-X vector to an irqfd';
+    const maxRoutes = this.system.require('KVM_CAP_IRQ_ROUTING', doing);
+    this.system.require('KVM_CAP_IRQFD', doing);
+    if (this.irqchipRoutes.length === 0) {
+      throw new KvmError('capability', 'KVM_SET_GSI_ROUTING', 'vm', 0, doing, 'MSI routes need KVM\'s in-kernel irqchip (createInterruptControllers); the userspace irqchip takes MSIs itself');
+    }
+    // GSIs above the IOAPIC's pins, lowest free first (a removed route's GSI is taken again).
+    let gsi = IOAPIC_PINS;
+    while (this.msiRoutes.has(gsi)) gsi++;
+    if (gsi >= maxRoutes) {
+      throw new KvmError('capability', 'KVM_CHECK_EXTENSION(KVM_CAP_IRQ_ROUTING)', 'system', 0, `${doing}: all ${maxRoutes} GSIs KVM allows are in use`, 'use fewer MSI-X vectors');
+    }
+    const efd = EventFd.create(`MSI GSI ${gsi}`);
+    const route = (lo: number, hi: number, d: number): GsiRoute => ({ kind: 'msi', gsi, addressLo: lo, addressHi: hi, data: d });
+    this.msiRoutes.set(gsi, route(addressLo, addressHi, data));
+    try {
+      this.installRoutes();
+      this.vm.irqfd(efd.fd, gsi);
+    } catch (e) {
+      this.msiRoutes.delete(gsi);
+      efd.close();
+      try { this.installRoutes(); } catch { /* the first failure is the one to report */ }
+      throw e;
+    }
+    let removed = false;
+    const remove = () => {
+      if (removed) return;
+      removed = true;
+      try {
+        this.vm.irqfd(efd.fd, gsi, true);
+      } finally {
+        efd.close();
+        this.msiRoutes.delete(gsi);
+      }
+    };
+    this.fds.push(remove);
+    return {
+      gsi,
+      trigger: () => efd.signal(),
+      update: (lo, hi, d) => {
+        if (removed) throw new Error(`MSI route on GSI ${gsi} was removed`);
+        this.msiRoutes.set(gsi, route(lo, hi, d));
+        this.installRoutes();
+      },
+      remove: () => {
+        remove();
+        // The GSI may be handed out again; its stale message must not stay in KVM's table.
+        this.installRoutes();
+      },
+    };
   }
 
   irqLine(gsi: number, level: 0 | 1): void {
