@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { BootError } from './boot/boot-error.js';
 import { checkGuest } from './boot/loader.js';
 import { KvmHypervisor } from './hypervisor/kvm/backend.js';
-import { KvmError, TapDevice, TapError } from './hypervisor/kvm/backend.js';
+import { KvmError, TapDevice, TapError, canPunchHoles, punchHole } from './hypervisor/kvm/backend.js';
 import { VirtioNet, formatNetStats } from './virtio/net.js';
 import { Machine, type MachineConfig } from './vmm/machine.js';
 import { CliError, parseCpus, parseMemorySize, readInputFile } from './vmm/options.js';
@@ -84,6 +84,7 @@ async function run(argv: string[]): Promise<number> {
     consoleSocket: values['console-socket'] ?? null,
     nets: (values.net ?? []).map(parseNetSpec),
     openTap,
+    holes: { canPunchHoles, punchHole },
   });
   let machine: Machine;
   let handedOver = false;

@@ -14,11 +14,19 @@ export const GUEST_PATTERN_BYTES = 1024;
 export const hostPattern = (i: number) => (i * 31 + 7) & 0xff;
 export const guestPattern = (i: number) => ((i * 7) ^ 0xa5) & 0xff;
 
-/** A 64 KiB raw image in `dir` with the host pattern at sector 16 and zeros elsewhere. */
+/** The guest DISCARDs sectors 32-39 and WRITE_ZEROES (with UNMAP) sectors 40-47 of a writable disk. */
+export const DISCARD_SECTOR = 32;
+export const WRITE_ZEROES_SECTOR = 40;
+export const UNMAP_SECTORS = 8;
+/** What makeDisk puts in sectors 32-47, so their zeros afterwards are the guest's doing. */
+export const UNMAP_FILL = 0xee;
+
+/** A 64 KiB raw image in `dir` (every block allocated) with the host pattern at sector 16, UNMAP_FILL in sectors 32-47 and zeros elsewhere. */
 export function makeDisk(dir: string, name: string): string {
   const p = path.join(dir, name);
   const b = Buffer.alloc(64 * 1024);
   for (let i = 0; i < SECTOR; i++) b[HOST_PATTERN_SECTOR * SECTOR + i] = hostPattern(i);
+  b.fill(UNMAP_FILL, DISCARD_SECTOR * SECTOR, (WRITE_ZEROES_SECTOR + UNMAP_SECTORS) * SECTOR);
   fs.writeFileSync(p, b);
   return p;
 }

@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import test from 'node:test';
 import * as layout from '../src/boot/layout.js';
+import { canPunchHoles, punchHole } from '../src/hypervisor/kvm/backend.js';
 import { VIRTIO_PCI_COMMON_CFG } from '../src/virtio/pci.js';
 import { parseDiskSpec, prepareVirtio } from '../src/vmm/virtio-options.js';
 import { guestPath } from './guests/index.js';
@@ -45,7 +46,7 @@ function bootPciGuest(): Promise<PciRun> {
   shared ??= (async () => {
     const rwPath = makeDisk('rw.img');
     const roPath = makeDisk('ro.img');
-    const virtio = prepareVirtio({ disks: [parseDiskSpec(rwPath), parseDiskSpec(`${roPath},readonly`)], rng: true, consoleSocket: null, transport: 'pci' });
+    const virtio = prepareVirtio({ disks: [parseDiskSpec(rwPath), parseDiskSpec(`${roPath},readonly`)], rng: true, consoleSocket: null, transport: 'pci', holes: { canPunchHoles, punchHole } });
     const run = await runGuestFile(guestPath('virtio-pci'), { timeoutMs: 120000, virtio: virtio.configs });
     return { run, rwDisk: fs.readFileSync(rwPath), roDisk: fs.readFileSync(roPath) };
   })();
@@ -73,6 +74,9 @@ test('virtio-pci block: the host pattern read, the guest pattern written to the 
   assert.match(run.serial, /^blk0: host pattern at sector 16 ok$/m);
   assert.match(run.serial, /^blk0: readback ok$/m);
   assert.match(run.serial, /^blk1: write sectors 8-9 status 1$/m);
+  // DISCARD and WRITE_ZEROES over PCI too (tests/virtio.test.ts checks the holes they punch).
+  assert.match(run.serial, /^blk0: write-zeroes sectors 40-47 \(unmap\) status 0, reads zeros$/m);
+  assert.ok(rwDisk.subarray(40 * SECTOR, 48 * SECTOR).every((b) => b === 0));
   const written = rwDisk.subarray(GUEST_PATTERN_SECTOR * SECTOR, GUEST_PATTERN_SECTOR * SECTOR + GUEST_PATTERN_BYTES);
   assert.deepEqual([...written], Array.from({ length: GUEST_PATTERN_BYTES }, (_, i) => guestPattern(i)));
   assert.ok(roDisk.subarray(0, HOST_PATTERN_SECTOR * SECTOR).every((b) => b === 0));

@@ -10,12 +10,13 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import test from 'node:test';
 import * as layout from '../src/boot/layout.js';
+import { canPunchHoles, punchHole } from '../src/hypervisor/kvm/backend.js';
 import { parseDiskSpec, prepareVirtio } from '../src/vmm/virtio-options.js';
 import { guestPath } from './guests/index.js';
 import { kvmSkip, scaled } from './kvm-available.js';
 import { cliPath } from './repo.js';
 import { runGuestFile, type GuestRun } from './run-guest.js';
-import { GUEST_PATTERN_BYTES, GUEST_PATTERN_SECTOR, HOST_PATTERN_SECTOR, SECTOR, guestHeaderDefines, guestPattern, makeDisk as makeDiskIn } from './virtio-guest-disk.js';
+import { DISCARD_SECTOR, GUEST_PATTERN_BYTES, GUEST_PATTERN_SECTOR, HOST_PATTERN_SECTOR, SECTOR, UNMAP_SECTORS, WRITE_ZEROES_SECTOR, guestHeaderDefines, guestPattern, makeDisk as makeDiskIn } from './virtio-guest-disk.js';
 
 const GREETING = 'hello from the virtio console\n';
 const HOST_LINE = 'ping from host';
@@ -37,6 +38,10 @@ interface VirtioRun {
   socketBytes: string;
   rwDisk: Buffer;
   roDisk: Buffer;
+  /** The writable image's stat before and after the run, and whether its file system punches holes. */
+  rwBefore: fs.Stats;
+  rwAfter: fs.Stats;
+  holes: boolean;
 }
 
 let shared: Promise<VirtioRun> | null = null;
@@ -51,7 +56,11 @@ function bootVirtioGuest(): Promise<VirtioRun> {
     const rwPath = makeDisk('rw.img');
     const roPath = makeDisk('ro.img');
     const socketPath = path.join(tmp, 'console.sock');
-    const virtio = prepareVirtio({ disks: [parseDiskSpec(rwPath), parseDiskSpec(`${roPath},readonly`)], rng: true, consoleSocket: socketPath });
+    const virtio = prepareVirtio({ disks: [parseDiskSpec(rwPath), parseDiskSpec(`${roPath},readonly`)], rng: true, consoleSocket: socketPath, holes: { canPunchHoles, punchHole } });
+    const rwBefore = fs.statSync(rwPath);
+    const probe = fs.openSync(rwPath, 'r+');
+    const holes = canPunchHoles(probe, rwBefore.size);
+    fs.closeSync(probe);
     await virtio.listen();
     let socketBytes = '';
     let answered = false;
@@ -70,7 +79,7 @@ function bootVirtioGuest(): Promise<VirtioRun> {
       const run = await runGuestFile(guestPath('virtio'), { timeoutMs: 120000, virtio: virtio.configs, cmdline: 'console_wait_ms=60000' });
       // The machine's shutdown ends the client after the last queued bytes (the echo): read them all.
       await Promise.race([closed, new Promise((res) => setTimeout(res, 5000))]);
-      return { run, socketBytes, rwDisk: fs.readFileSync(rwPath), roDisk: fs.readFileSync(roPath) };
+      return { run, socketBytes, rwDisk: fs.readFileSync(rwPath), roDisk: fs.readFileSync(roPath), rwBefore, rwAfter: fs.statSync(rwPath), holes };
     } finally {
       client.destroy();
     }
@@ -112,6 +121,24 @@ test('virtio-blk: a read-only disk refuses the write with VIRTIO_BLK_S_IOERR and
   assert.match(run.serial, /^blk1: write sectors 8-9 status 1$/m);
   assert.doesNotMatch(run.serial, /^blk1: readback/m);
   assert.ok(roDisk.subarray(0, HOST_PATTERN_SECTOR * SECTOR).every((b) => b === 0));
+});
+
+test('virtio-blk: DISCARD and WRITE_ZEROES with UNMAP punch holes in the image (zeros, blocks freed, size kept); not offered read-only', { skip: kvmSkip }, async () => {
+  const { run, rwDisk, rwBefore, rwAfter, holes } = await bootVirtioGuest();
+  const unmapped = rwDisk.subarray(DISCARD_SECTOR * SECTOR, (WRITE_ZEROES_SECTOR + UNMAP_SECTORS) * SECTOR);
+  assert.match(run.serial, /^blk0: write-zeroes sectors 40-47 \(unmap\) status 0, reads zeros$/m);
+  assert.doesNotMatch(run.serial, /^blk1: (discard|write-zeroes)/m, 'a read-only disk offers neither');
+  if (!holes) {
+    // This file system punches no holes: no DISCARD, and WRITE_ZEROES wrote zeros.
+    assert.doesNotMatch(run.serial, /^blk0: discard/m);
+    assert.ok(unmapped.subarray((WRITE_ZEROES_SECTOR - DISCARD_SECTOR) * SECTOR).every((b) => b === 0));
+    return;
+  }
+  assert.match(run.serial, /^blk0: discard sectors 32-39 status 0$/m);
+  assert.ok(unmapped.every((b) => b === 0), 'both ranges read as zeros from the host file');
+  assert.equal(rwAfter.size, rwBefore.size, 'the image keeps its size');
+  // 16 sectors of 512 bytes = st_blocks' unit: the two 4 KiB-aligned ranges are no longer allocated.
+  assert.ok(rwAfter.blocks <= rwBefore.blocks - 2 * UNMAP_SECTORS, `allocated 512-byte blocks ${rwBefore.blocks} -> ${rwAfter.blocks}`);
 });
 
 test('virtio-blk: flush completes (fdatasync) on both disks', { skip: kvmSkip }, async () => {

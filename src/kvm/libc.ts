@@ -39,6 +39,10 @@ export const munmap = libc.func('int munmap(uint64_t addr, size_t length)');
 export const eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 export const read = libc.func('intptr_t read(int fd, void *buf, size_t count)');
 export const write = libc.func('intptr_t write(int fd, const void *buf, size_t count)');
+/** fallocate(2); modes from linux/falloc.h. Node's fs has no fallocate. */
+export const fallocate = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const strerror = libc.func('const char *strerror(int errnum)');
 export const pthreadSelf = libc.func('uint64_t pthread_self()');
 export const pthreadKill = libc.func('int pthread_kill(uint64_t thread, int sig)');

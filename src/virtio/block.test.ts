@@ -9,7 +9,7 @@ import {
   VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_GET_LIFETIME, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
   VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VirtioBlock, type BlockBackend,
 } from './block.js';
-import { FileBlockBackend, IOV_MAX, iovWindows, remainder } from './block-file.js';
+import { FileBlockBackend, IOV_MAX, iovWindows, remainder, type HolePuncher } from './block-file.js';
 import { LINUX_RING_FEATURES, MmioHarness, blkRequestHeader, type SplitRingDriver } from './guest-driver.js';
 import { VIRTIO_MMIO_INT_VRING } from './mmio.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET, featureBit, hasFeature } from './virtio.js';
@@ -404,4 +404,36 @@ test('FileBlockBackend: a request of more buffers than preadv/pwritev take lands
   const tail = [new Uint8Array(4).fill(9), new Uint8Array(4).fill(9), new Uint8Array(4).fill(9)];
   backend.readv(4, tail);
   assert.deepEqual(tail.map((x) => [...x]), [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]);
+});
+
+test('FileBlockBackend with a hole puncher: DISCARD offered and punched, WRITE_ZEROES punches only with UNMAP; none when the file system cannot or the disk is read-only', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-blk-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const image = path.join(dir, 'disk.img');
+  fs.writeFileSync(image, Buffer.alloc(16 * SECTOR, 0x33));
+  const punched: string[] = [];
+  // Records the calls; the real fallocate is src/kvm/host-file.ts's, tested there.
+  const holes = (supported: boolean): HolePuncher => ({
+    canPunchHoles: () => supported,
+    punchHole: (_fd, offset, length) => { punched.push(`${offset}+${length}`); },
+  });
+  const backend = FileBlockBackend.open(image, { holes: holes(true) });
+  t.after(() => backend.close());
+  assert.equal(backend.punchesHoles, true);
+  const b = blockBench({ backend });
+  assert.equal(hasFeature(b.dev.deviceFeatures, VIRTIO_BLK_F_DISCARD), true);
+  assert.equal(b.roundTrip(VIRTIO_BLK_T_DISCARD, 0, { out: [segment(2, 3)] }).status, VIRTIO_BLK_S_OK);
+  assert.equal(b.roundTrip(VIRTIO_BLK_T_WRITE_ZEROES, 0, { out: [segment(8, 1, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)] }).status, VIRTIO_BLK_S_OK);
+  assert.deepEqual(punched, [`${2 * SECTOR}+${3 * SECTOR}`, `${8 * SECTOR}+${SECTOR}`]);
+  assert.equal(b.roundTrip(VIRTIO_BLK_T_WRITE_ZEROES, 0, { out: [segment(10, 1)] }).status, VIRTIO_BLK_S_OK);
+  assert.equal(punched.length, 2, 'no UNMAP: zeros written, no hole');
+  assert.ok(fs.readFileSync(image).subarray(10 * SECTOR, 11 * SECTOR).every((x) => x === 0));
+
+  const unsupported = FileBlockBackend.open(image, { holes: holes(false) });
+  t.after(() => unsupported.close());
+  assert.equal(hasFeature(blockBench({ backend: unsupported }).dev.deviceFeatures, VIRTIO_BLK_F_DISCARD), false);
+  const ro = FileBlockBackend.open(image, { readonly: true, holes: holes(true) });
+  t.after(() => ro.close());
+  assert.equal(ro.punchesHoles, false);
+  assert.equal(hasFeature(blockBench({ backend: ro, readonly: true }).dev.deviceFeatures, VIRTIO_BLK_F_DISCARD), false);
 });

@@ -4,7 +4,7 @@
 // reported as one CliError line naming the input and the fix.
 import * as fs from 'node:fs';
 import { VIRTIO_MMIO_SLOTS } from '../boot/layout.js';
-import { FileBlockBackend } from '../virtio/block-file.js';
+import { FileBlockBackend, type HolePuncher } from '../virtio/block-file.js';
 import { VIRTIO_BLK_ID_BYTES, VirtioBlock } from '../virtio/block.js';
 import { VirtioConsole } from '../virtio/console.js';
 import { VirtioNet, formatMac, parseMac, type NetBackend } from '../virtio/net.js';
@@ -49,10 +49,11 @@ function errnoWhy(e: unknown): string {
 }
 
 /**
- * Opens a disk image for a VirtioBlock (reads and writes go to the file; flush = fdatasync).
+ * Opens a disk image for a VirtioBlock (reads and writes go to the file; flush = fdatasync;
+ * DISCARD punches holes through `holes` where the file system can).
  * `others`: disks already opened, so one file is not attached twice (two writers, one cache each).
  */
-export function openDisk(spec: DiskSpec, index: number, others: ReadonlyArray<{ spec: DiskSpec; ino: number; dev: number }> = []): { config: VirtioSlotConfig; ino: number; dev: number } {
+export function openDisk(spec: DiskSpec, index: number, others: ReadonlyArray<{ spec: DiskSpec; ino: number; dev: number }> = [], holes?: HolePuncher): { config: VirtioSlotConfig; ino: number; dev: number } {
   const what = `--disk ${spec.text}`;
   let st: fs.Stats;
   try {
@@ -80,7 +81,7 @@ export function openDisk(spec: DiskSpec, index: number, others: ReadonlyArray<{ 
   }
   let backend: FileBlockBackend;
   try {
-    backend = FileBlockBackend.open(spec.path, { readonly: spec.readonly });
+    backend = FileBlockBackend.open(spec.path, { readonly: spec.readonly, ...(holes ? { holes } : {}) });
   } catch (e) {
     throw new CliError(`${what}: ${(e as Error).message}`, { cause: e });
   }
@@ -160,6 +161,8 @@ export interface VirtioRequest {
   readonly nets?: readonly NetSpec[];
   /** How --net opens its TAP device (the CLI passes the KVM backend's; required when nets is not empty). */
   readonly openTap?: TapOpener;
+  /** How disks free blocks for DISCARD (the CLI passes the KVM backend's host calls); without it, no DISCARD. */
+  readonly holes?: HolePuncher;
 }
 
 /**
@@ -182,7 +185,7 @@ export function prepareVirtio(request: VirtioRequest): { configs: VirtioSlotConf
   const opened: Array<{ spec: DiskSpec; ino: number; dev: number }> = [];
   try {
     request.disks.forEach((spec, i) => {
-      const d = openDisk(spec, i, opened);
+      const d = openDisk(spec, i, opened, request.holes);
       opened.push({ spec, ino: d.ino, dev: d.dev });
       configs.push(d.config);
     });

@@ -12,10 +12,19 @@ static void rng_interrupt(const struct virtio_dev *d);
 /* ---- virtio-blk (5.2) ---- */
 #define VIRTIO_BLK_F_RO 5
 #define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
 #define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+#define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1
+/* 4 KiB-aligned ranges of 8 sectors, so a hole punched there frees whole file-system blocks. */
+#define DISCARD_SECTOR 32
+#define WRITE_ZEROES_SECTOR 40
+#define UNMAP_SECTORS 8
 #define VIRTIO_BLK_S_OK 0
 #define VIRTIO_BLK_S_IOERR 1
 #define VIRTIO_BLK_ID_BYTES 20
@@ -29,6 +38,13 @@ struct virtio_blk_outhdr {
 	u32 type;
 	u32 reserved;
 	u64 sector;
+};
+
+/* The payload of DISCARD and WRITE_ZEROES (5.2.6). */
+struct virtio_blk_discard_write_zeroes {
+	u64 sector;
+	u32 num_sectors;
+	u32 flags;
 };
 
 #define REQUEST_TIMEOUT_US 5000000 /* generous: the VMM's main thread answers, 2 shared cores */
@@ -78,12 +94,14 @@ static u8 guest_pattern(u32 i) { return (u8)((i * 7) ^ 0xa5); }
 
 static void exercise_block(struct virtio_dev *d, u32 k) {
 	blk_vq = &blk_vqs[k];
-	if (!virtio_init(d, FEATURE(VIRTIO_BLK_F_FLUSH) | FEATURE(VIRTIO_BLK_F_RO), blk_vq, 1)) {
+	if (!virtio_init(d, FEATURE(VIRTIO_BLK_F_FLUSH) | FEATURE(VIRTIO_BLK_F_RO) | FEATURE(VIRTIO_BLK_F_DISCARD) | FEATURE(VIRTIO_BLK_F_WRITE_ZEROES), blk_vq, 1)) {
 		errors++;
 		return;
 	}
 	bool ro = (d->features & FEATURE(VIRTIO_BLK_F_RO)) != 0;
 	bool flush = (d->features & FEATURE(VIRTIO_BLK_F_FLUSH)) != 0;
+	bool discard = (d->features & FEATURE(VIRTIO_BLK_F_DISCARD)) != 0;
+	bool write_zeroes = (d->features & FEATURE(VIRTIO_BLK_F_WRITE_ZEROES)) != 0;
 	u64 capacity = virtio_config_read64(d, 0);
 	print_prefix("blk", k);
 	print("capacity ");
@@ -159,6 +177,45 @@ static void exercise_block(struct virtio_dev *d, u32 k) {
 			print("readback wrong (status ");
 			print_dec(s);
 			print(")\n");
+			errors++;
+		}
+	}
+
+	if (discard && !ro) {
+		/* What the blocks read as afterwards is the device's business (5.2.6.2); the host checks. */
+		*(struct virtio_blk_discard_write_zeroes *)blk_data = (struct virtio_blk_discard_write_zeroes){DISCARD_SECTOR, UNMAP_SECTORS, 0};
+		s = blk_request(d, VIRTIO_BLK_T_DISCARD, 0, sizeof(struct virtio_blk_discard_write_zeroes));
+		print_prefix("blk", k);
+		print("discard sectors 32-39 status ");
+		print_dec(s);
+		print("\n");
+		if (s != VIRTIO_BLK_S_OK)
+			errors++;
+	}
+
+	if (write_zeroes && !ro) {
+		*(struct virtio_blk_discard_write_zeroes *)blk_data = (struct virtio_blk_discard_write_zeroes){WRITE_ZEROES_SECTOR, UNMAP_SECTORS, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP};
+		s = blk_request(d, VIRTIO_BLK_T_WRITE_ZEROES, 0, sizeof(struct virtio_blk_discard_write_zeroes));
+		print_prefix("blk", k);
+		print("write-zeroes sectors 40-47 (unmap) status ");
+		print_dec(s);
+		if (s == VIRTIO_BLK_S_OK) {
+			/* These must read as zeros (5.2.6.2), whatever the device did to get there. */
+			memset(blk_data, 0xee, GUEST_PATTERN_BYTES);
+			u32 nonzero = 0;
+			for (u32 at = 0; at < UNMAP_SECTORS * SECTOR_BYTES; at += GUEST_PATTERN_BYTES) {
+				if (blk_request(d, VIRTIO_BLK_T_IN, WRITE_ZEROES_SECTOR + at / SECTOR_BYTES, GUEST_PATTERN_BYTES) != VIRTIO_BLK_S_OK) {
+					nonzero = GUEST_PATTERN_BYTES;
+					break;
+				}
+				for (u32 i = 0; i < GUEST_PATTERN_BYTES; i++)
+					nonzero += blk_data[i] != 0;
+			}
+			print(nonzero ? ", not zeros\n" : ", reads zeros\n");
+			if (nonzero)
+				errors++;
+		} else {
+			print("\n");
 			errors++;
 		}
 	}

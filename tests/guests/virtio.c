@@ -4,13 +4,17 @@
  * Probes slots 0-7 and prints, for each device found,
  *   "slot S: DEVICE (id D) gsi G\n"                          DEVICE: net, block, console, rng, other
  * then exercises each (K counts block devices from 0, in slot order):
- *   block   "blkK: capacity C sectors, ro R, flush F\n"   (features: VERSION_1, FLUSH and RO if offered)
+ *   block   "blkK: capacity C sectors, ro R, flush F\n"   (features: VERSION_1, and FLUSH, RO, DISCARD,
+ *                                                          WRITE_ZEROES if offered)
  *           "blkK: id ID\n"                               (GET_ID)
  *           "blkK: host pattern at sector 16 ok\n"        (or "... mismatch at byte N: 0xNN")
  *               the host wrote byte i of sector 16 as (i * 31 + 7) & 0xff
  *           "blkK: write sectors 8-9 status S\n"          S = 0 (OK); on a ro disk S must be 1 (IOERR)
  *               bytes i = 0..1023 written as ((i * 7) ^ 0xa5) & 0xff
  *           "blkK: readback ok\n"                         (writable disks: sectors 8-9 read back)
+ *           "blkK: discard sectors 32-39 status S\n"      (when DISCARD was negotiated; S = 0)
+ *           "blkK: write-zeroes sectors 40-47 (unmap) status S, reads zeros\n"  (when WRITE_ZEROES
+ *               was negotiated: the UNMAP flag set, then the 8 sectors read back as zeros)
  *           "blkK: flush status 0\n"                      (when FLUSH was negotiated)
  *   rng     "rng: 128 bytes, varied\n"                    (two 64-byte reads, neither constant, different)
  *           "rng: interrupt on gsi G, InterruptStatus 0x1\n"  (a third read waited for with `sti; hlt`,

@@ -21,6 +21,7 @@ import {
 export { KvmError } from '../../kvm/errors.js';
 /** TAP devices for virtio-net: a host facility that needs libc, so it is reached through this backend too. */
 export { TapDevice, TapError } from '../../kvm/tap.js';
+export { canPunchHoles, punchHole } from '../../kvm/host-file.js';
 
 const MSR_IA32_TSC = 0x10;
 const APIC_LVT0 = 0x350;

@@ -13,6 +13,7 @@
  *   "tsvmm-init: irq <each line of /proc/interrupts that names virtio>\n"
  *   "tsvmm-init: vda sector0 <the first bytes of sector 0 up to NUL or newline>\n"   (/dev/vda, virtio_blk)
  *   "tsvmm-init: vda wrote <bytes or -errno> fsync <0 or -errno>\n"   (WRITE_MARK at byte WRITE_OFFSET)
+ *   "tsvmm-init: vda discard <0 or -errno>\n"             (BLKDISCARD of DISCARD_BYTES at DISCARD_OFFSET)
  *   "tsvmm-init: hwrng <bytes or -errno> bytes\n"                      (/dev/hwrng, virtio-rng)
  *   "tsvmm-init: hvc0 <bytes or -errno>\n"                             (HVC_MARK written to /dev/hvc0, virtio_console)
  * then reboot(LINUX_REBOOT_CMD_POWER_OFF), which Linux carries out by writing \_S5 to PM1a_CNT.
@@ -33,6 +34,7 @@ typedef unsigned long u64;
 #define SYS_exit 60
 #define SYS_fsync 74
 #define SYS_readlink 89
+#define SYS_ioctl 16
 #define SYS_mount 165
 #define SYS_finit_module 313
 #define O_RDONLY 0
@@ -58,6 +60,10 @@ static long syscall4(long n, u64 a, u64 b, u64 c, u64 d) { return syscall5(n, a,
 
 /* Written by the virtio test's host side into the disk image and checked there afterwards. */
 #define WRITE_OFFSET 4096
+/* linux/fs.h: BLKDISCARD = _IO(0x12, 119), takes u64 {start, length} in bytes. */
+#define BLKDISCARD 0x1277
+#define DISCARD_OFFSET 65536
+#define DISCARD_BYTES 65536
 #define WRITE_MARK "tsvmm-init: written by Linux's virtio_blk\n"
 #define HVC_MARK "tsvmm-init: hello through hvc0\n"
 
@@ -216,6 +222,8 @@ static void use_virtio_devices(void) {
 		long s = syscall4(SYS_fsync, fd, 0, 0, 0);
 		say_result("tsvmm-init: vda wrote ", w, "");
 		say_result(" fsync ", s, "\n");
+		static unsigned long range[2] = {DISCARD_OFFSET, DISCARD_BYTES};
+		say_result("tsvmm-init: vda discard ", syscall4(SYS_ioctl, fd, BLKDISCARD, (u64)range, 0), "\n");
 		syscall4(SYS_close, fd, 0, 0, 0);
 	} else if (fd != -ENOENT)
 		say_result("tsvmm-init: vda open ", fd, "\n");
