@@ -176,9 +176,8 @@ test('ioeventfds follow the BAR: decoding off removes them, a new address re-reg
   assert.deepEqual(kvm.live(), [], 'detach removes them');
 });
 
-test('a request end to end: the ioeventfd callback runs the device, the MSI-X message goes to signalMsi; with MSI-X off, INTA# on GSI 23', () => {
-  const { host, kvm, pioBus, mmioBus, memory, alloc, msis, lines } = setup(1);
-  const s = host.slots[0]!;
+/** The function in slot 1 driven over ECAM: MSI-X on, queue 0 on vector 0, DRIVER_OK. */
+function msixDriver(mmioBus: Bus, memory: ReturnType<typeof plainGuestMemory>, alloc: BumpAllocator): { d: VirtioPciDriver; ring: SplitRingDriver } {
   const d = new VirtioPciDriver(new EcamAccess(mmioBus, layout.PCI_ECAM_GPA), mmioBus, 1);
   d.probe();
   assert.notEqual(d.negotiate(featureBit(VIRTIO_F_VERSION_1)), null);
@@ -187,6 +186,13 @@ test('a request end to end: the ioeventfd callback runs the device, the MSI-X me
   d.setupQueue(0, ring, 0);
   d.enableQueue(0);
   d.driverOk();
+  return { d, ring };
+}
+
+test('a request end to end: the ioeventfd callback runs the device, the MSI-X message goes to signalMsi; with MSI-X off, INTA# on GSI 23', () => {
+  const { host, kvm, pioBus, mmioBus, memory, alloc, msis, lines } = setup(1);
+  const s = host.slots[0]!;
+  const { d, ring } = msixDriver(mmioBus, memory, alloc);
   const buf = alloc.alloc(16);
   ring.add([], [{ gpa: buf, len: 16 }]);
   kvm.ioeventfds[0]!.onNotify(1n); // what the event loop does when the doorbell's eventfd fires
@@ -251,14 +257,7 @@ test('MSI-X by irqfd: a vector is routed when it first fires, re-routed only aft
   const routes = new RecordingRoutes();
   const { host, kvm, mmioBus, memory, alloc, msis } = setup(1, routes.make);
   const s = host.slots[0]!;
-  const d = new VirtioPciDriver(new EcamAccess(mmioBus, layout.PCI_ECAM_GPA), mmioBus, 1);
-  d.probe();
-  assert.notEqual(d.negotiate(featureBit(VIRTIO_F_VERSION_1)), null);
-  d.enableMsix();
-  const ring = new SplitRingDriver(memory, alloc, 8);
-  d.setupQueue(0, ring, 0);
-  d.enableQueue(0);
-  d.driverOk();
+  const { d, ring } = msixDriver(mmioBus, memory, alloc);
   const buf = alloc.alloc(16);
   const request = () => {
     ring.add([], [{ gpa: buf, len: 16 }]);
