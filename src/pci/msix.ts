@@ -5,9 +5,10 @@
 //
 // A vector that fires while masked (its own mask bit or the function mask) sets its pending bit;
 // unmasking delivers it and clears the bit. How a message becomes an interrupt (KVM_SIGNAL_MSI,
-// an irqfd on a GSI routed to the message) is the VMM's: it hears every change of a vector's
-// address, data or mask through onVectorChanged. The table and PBA live in a BAR of the owning
-// function, which forwards accesses at their offsets inside the BAR.
+// an irqfd on a GSI routed to the message) is the VMM's: signalMsi names the vector with each
+// message, and onVectorChanged reports every change of a vector's address, data or mask as the
+// guest writes it. The table and PBA live in a BAR of the owning function, which forwards
+// accesses at their offsets inside the BAR.
 import { struct } from '../boot/struct.js';
 import { PCI_CAP_ID_MSIX, type PciConfigSpace } from './config-space.js';
 
@@ -65,8 +66,9 @@ export interface MsixOptions {
   /** Sends one message (a memory write of `data` to the 64-bit address hi:lo) for `vector`. */
   readonly signalMsi: (addressLo: number, addressHi: number, data: number, vector: number) => void;
   /**
-   * A vector's address, data or effective mask changed (also when MSI-X is enabled or disabled).
-   * With an irqfd per vector, this is where the VMM updates its GSI route.
+   * A vector's address, data or effective mask changed (also when MSI-X is enabled or disabled),
+   * at each table write. (tsvmm's virtio-pci re-routes a vector's irqfd when it next fires with a
+   * changed message instead: one route rewrite per use, not one per dword the guest writes.)
    */
   readonly onVectorChanged?: (vector: number, state: MsixVectorState) => void;
 }

@@ -133,7 +133,7 @@ export interface VirtioPciOptions {
   readonly memory: GuestMemory;
   /** Sends one MSI-X message of `vector` (KVM_SIGNAL_MSI, or the irqfd the VMM routed to the vector). */
   readonly signalMsi: (addressLo: number, addressHi: number, data: number, vector: number) => void;
-  /** A vector's address, data or mask changed: where the VMM updates an irqfd's GSI route. */
+  /** A vector's address, data or mask changed, at each guest write of the MSI-X table. */
   readonly onMsixVectorChanged?: (vector: number, state: MsixVectorState) => void;
   /** INTA#, level: used while MSI-X is disabled (the ISR status semantics of 4.1.4.5). */
   readonly intx?: (level: 0 | 1) => void;
