@@ -28,6 +28,9 @@ export const isKvmPvm: boolean = fs.existsSync('/sys/module/kvm_pvm');
 /** false when KVM is usable; otherwise why the KVM tests are skipped */
 export const kvmSkip: string | false = probe();
 
+/** Set by tests/kvm-lab/run.sh: these tests run inside the KVM lab (kvm-amd under QEMU's TCG). */
+export const inKvmLab: boolean = process.env.TSVMM_KVM_LAB === '1';
+
 /**
  * Multiplier for the KVM tests' time bounds, from TSVMM_TEST_TIME_SCALE (default 1). The bounds
  * catch hangs; they are not speed claims. A KVM that is itself emulated (the KVM lab,

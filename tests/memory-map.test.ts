@@ -20,6 +20,8 @@ const STATUS_GPA = 0x20_0000;
 const MiB = 1 << 20;
 
 const CPUS = 4; // more vCPUs than the 2 host cores of our CI machines
+/** How long the guest's BSP waits for the APs to stop at the end: 1 s, times the lab's slowness. */
+const STOP_WAIT = `stop_wait_ms=${scaled(1000)}`;
 /** each guest CPU's round counter */
 const roundsPerCpu = (m: Machine) => m.vcpus.map((_, c) => Number(m.memory.readU64(STATUS_GPA + (8 + c) * 8)));
 /** the fewest rounds any guest CPU has done */
@@ -107,7 +109,7 @@ async function torture(m: Machine, mode: CommitMode, iterations: number): Promis
 
 for (const mode of ['atomic', 'pause-all'] as const) {
   test(`memory map (${mode}): splits, merges, resizes and read-only toggles under a running guest, no wrong value, no dirty page lost`, { skip: kvmSkip, timeout: scaled(300_000) }, async () => {
-    const r = await runGuestFile(guestPath('memmap'), { cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, during: (m) => torture(m, mode, mode === 'atomic' ? 400 : 100) });
+    const r = await runGuestFile(guestPath('memmap'), { cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, cmdline: STOP_WAIT, during: (m) => torture(m, mode, mode === 'atomic' ? 400 : 100) });
     assert.match(r.serial, /memmap: rounds \d+ errors 0\n/);
     assert.equal(r.status, 0, r.fatal ?? r.serial);
   });
@@ -115,7 +117,7 @@ for (const mode of ['atomic', 'pause-all'] as const) {
 
 test('memory map (atomic, dirty ring): the same torture with dirty pages from KVM_CAP_DIRTY_LOG_RING, none lost', { skip: kvmSkip, timeout: scaled(300_000) }, async () => {
   const r = await runGuestFile(guestPath('memmap'), {
-    cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, dirtyRing: true,
+    cpus: CPUS, memoryBytes: 256 * MiB, timeoutMs: 240_000, dirtyRing: true, cmdline: STOP_WAIT,
     during: async (m) => {
       // Every host this runs on has the ring (HOST.md); a host without it would test the log path twice.
       assert.equal(m.memoryMap.usesDirtyRing, true, 'this host\'s KVM reports KVM_CAP_DIRTY_LOG_RING');

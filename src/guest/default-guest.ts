@@ -126,6 +126,8 @@ const WATCHDOG_COUNT = 2_000_000_000;
 const AP_WAIT_MAX_TICKS = 1000; // give up waiting for APs after 1 s (200 ms was once too short in the KVM lab); within the 2 s watchdog
 const AP_QUIET_TICKS = 50; // without a MADT: done once the count has not changed for 50 ms
 const CALIBRATION_TICKS = 50; // the TSC is measured over 50 PIT periods
+/** EFLAGS.IF (SDM vol. 1 3.4.3). */
+const EFLAGS_IF = 1 << 9;
 const STACK_BYTES = 4096;
 
 /** The AP trampoline: 16-bit real mode, run at CS:IP = 0300:0000 after the SIPI. */
@@ -468,14 +470,21 @@ export function assembleDefaultGuest(loadGpa = HIGH_MEMORY_GPA): { program: Uint
   // emulator, which runs all CPL0 code on our hosts, implements iret only in real mode: in
   // protected mode the vCPU dies with an emulation failure. The interrupt frame is
   // [esp] = EIP, [esp+4] = CS (unchanged, same privilege), [esp+8] = EFLAGS; turn it into
-  // EFLAGS, EIP, then popfd (restores IF and the arithmetic flags) and ret.
+  // EFLAGS, EIP, then popfd (the arithmetic flags) and ret. IF must come on only with the ret, as
+  // iret does it: a popfd that set IF would let the next interrupt in with the frame's EIP still
+  // on the stack, and a guest slower than its timer (ticks waiting after each EOI) would nest one
+  // level per tick until the stack ran into the code (seen in the KVM lab with tsvmm's own PIT).
+  // An interrupt came in with IF set, so: popfd with IF clear, then sti, whose one-instruction
+  // shadow covers the ret.
   a.label('return_from_interrupt');
   a.push(EAX);                                    // [eax, EIP, CS, EFLAGS]
   a.mov(EAX, dword(ESP, 12));                     // eax = EFLAGS
   a.xchg(EAX, dword(ESP, 4));                     // [eax, EFLAGS, CS, EFLAGS], eax = EIP
   a.mov(dword(ESP, 8), EAX);                      // [eax, EFLAGS, EIP, EFLAGS]
   a.pop(EAX);                                     // [EFLAGS, EIP, EFLAGS]
-  a.popf();                                       // [EIP, EFLAGS]; IF is on again
+  a.and(dword(ESP, 0), ~EFLAGS_IF);               // IF stays off through the popfd
+  a.popf();                                       // [EIP, EFLAGS]
+  a.sti();                                        // IF on after the next instruction
   a.ret(4);                                       // to EIP, dropping the last slot
 
   // Watchdog (LAPIC timer): report and exit; never returns.

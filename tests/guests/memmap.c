@@ -21,8 +21,10 @@
  * Status block at MEMMAP_STATUS_GPA (u64 words): [0] the BSP's rounds, [1] stop flag (the host
  * writes 1; `rounds=N` on the command line makes the BSP set it itself after N rounds), [2]
  * errors, [3] first bad gpa, [4] the value read there, [5] CPUs running, [8 + c] CPU c's rounds.
- * Prints "memmap: ready, cpus N\n" once every CPU runs, and at the stop
- * "memmap: rounds R errors E\n"; exits 0 when E == 0, 3 otherwise.
+ * Prints "memmap: ready, cpus N\n" once every CPU runs, and at the stop (the BSP waits
+ * `stop_wait_ms=W`, default 1000, for the APs to stop; one that does not is an error)
+ * "memmap: rounds R errors E\n", with "memmap: first error at gpa G, read V ...\n" after it when
+ * E > 0; exits 0 when E == 0, 3 otherwise.
  *
  * QEMU (TCG runs it too: -accel tcg -cpu max):
  *   qemu-system-x86_64 -M microvm,acpi=on -accel kvm -cpu host,-arch-capabilities -m 256M -smp 4
@@ -144,8 +146,13 @@ int guest_main(void) {
 	print_dec(1 + aps);
 	print("\n");
 
+	/* How long the APs get to notice the stop flag: each finishes its round first, and an AP
+	 * whose vCPU thread waits for a host CPU (4 vCPUs on 2 cores, or the KVM lab's emulated
+	 * CPUs) may need more than a second for that. */
+	u64 stop_wait_ms = 1000;
+	cmdline_u64("stop_wait_ms", &stop_wait_ms);
 	torture(0, max_rounds);
-	u64 wait = rdtsc() + 1000000 * tsc_khz() / 1000;
+	u64 wait = rdtsc() + stop_wait_ms * tsc_khz();
 	while (stopped_cpus < aps && rdtsc() < wait)
 		cpu_relax();
 	if (stopped_cpus < aps)
@@ -155,5 +162,12 @@ int guest_main(void) {
 	print(" errors ");
 	print_dec(status[ST_ERRORS]);
 	print("\n");
+	if (status[ST_ERRORS]) {
+		print("memmap: first error at gpa ");
+		print_hex(status[ST_BAD_GPA]);
+		print(", read ");
+		print_hex(status[ST_BAD_VALUE]);
+		print(" (gpa 0: only that many APs stopped in stop_wait_ms)\n");
+	}
 	return status[ST_ERRORS] == 0 ? 0 : 3;
 }

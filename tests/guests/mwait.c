@@ -11,7 +11,8 @@
  *     sleeps gives N = R, one that returns at once gives N in the thousands.
  *  2. Interrupt wake-up with IF clear (BSP): LAPIC timer one-shot in 200 ms, then at CPL0 with
  *     interrupts off `monitor <a line nothing writes>; mwait(eax 0, ecx 1)` (ECX bit 0: interrupts
- *     end MWAIT even when masked) until the timer's vector is in the LAPIC's IRR, then `sti; hlt`
+ *     end MWAIT even when masked; `mwait_ecx=0` for hosts that #GP on it, such as QEMU's TCG, and
+ *     whose MWAIT is a NOP) until the timer's vector is in the LAPIC's IRR, then `sti; hlt`
  *     takes it. Prints "mwait interrupt-wake: ok (N mwaits)\n": N = 1 when MWAIT sleeps until the
  *     interrupt, in the thousands when it returns at once (0: the timer fired before the first
  *     MWAIT).
@@ -21,7 +22,7 @@
  * QEMU (KVM there treats MONITOR/MWAIT as NOPs, or runs them natively with -overcommit cpu-pm=on):
  *   qemu-system-x86_64 -M microvm,acpi=on -accel tcg -cpu max -m 256M -smp 2
  *   -nodefaults -no-user-config -nographic -serial stdio
- *   -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel .cache/guests/mwait.elf
+ *   -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel .cache/guests/mwait.elf -append mwait_ecx=0
  *   (exits with status 1 = 2*0+1)
  * Spec: Intel SDM vol. 2B (MONITOR, MWAIT), vol. 3A 9.10.4.
  */
@@ -55,14 +56,14 @@ static u64 cpl0_wait_flag(u64 target, u64 b, u64 c, u64 d) {
 	return 0;
 }
 
-/* CPL0, interrupts off: MWAIT (interrupts break it) until the timer's vector is requested; returns the MWAITs. */
-static u64 cpl0_wait_interrupt(u64 a, u64 b, u64 c, u64 d) {
-	(void)a, (void)b, (void)c, (void)d;
+/* CPL0, interrupts off: MWAIT (with ECX `ecx`) until the timer's vector is requested; returns the MWAITs. */
+static u64 cpl0_wait_interrupt(u64 ecx, u64 b, u64 c, u64 d) {
+	(void)b, (void)c, (void)d;
 	u32 irr = APIC_IRR + (MWAIT_TIMER_VECTOR / 32) * 0x10, bit = 1u << (MWAIT_TIMER_VECTOR % 32);
 	u64 n = 0;
 	while (!(lapic_read(irr) & bit)) {
 		monitor(&quiet.v);
-		mwait(0, MWAIT_ECX_INTERRUPT_BREAK);
+		mwait(0, (u32)ecx);
 		n++;
 	}
 	return n;
@@ -128,7 +129,11 @@ static bool interrupt_wake(void) {
 	irq_count[MWAIT_TIMER_SLOT] = 0;
 	lapic_write(APIC_LVTT, MWAIT_TIMER_VECTOR);
 	lapic_write(APIC_TMICT, MWAIT_TIMER_COUNT);
-	u64 n = cpl0_call(cpl0_wait_interrupt, 0, 0, 0, 0);
+	/* mwait_ecx=0 where the host's MWAIT may not take ECX[0] (QEMU's TCG raises #GP for any
+	 * non-zero ECX, CPUID.05H:ECX[1] being an extension); KVM's NOP MWAIT loops either way. */
+	u64 ecx = MWAIT_ECX_INTERRUPT_BREAK;
+	cmdline_u64("mwait_ecx", &ecx);
+	u64 n = cpl0_call(cpl0_wait_interrupt, ecx, 0, 0, 0);
 	/* sti; hlt takes the requested interrupt (an interrupt window this host may not give after `sti; nop`). */
 	cpl0_call(cpl0_halt_until, (u64)&irq_count[MWAIT_TIMER_SLOT], 1, (u64)&irq_count[MWAIT_TIMER_SLOT], 1);
 	lapic_write(APIC_LVTT, APIC_LVT_MASKED);

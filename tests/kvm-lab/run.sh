@@ -12,7 +12,7 @@
 # Environment: LAB_SMP (default 2), LAB_MEM (default 3G), LAB_TIMEOUT seconds (default 2400),
 # LAB_TIME_SCALE (default 10: the tests' hang bounds, TSVMM_TEST_TIME_SCALE, are 10x longer),
 # LAB_WATCH: every that many seconds, print where each node thread waits (state, wchan, syscall,
-# kernel stack): for hangs.
+# kernel stack): for hangs. LAB_MONITOR=1: QEMU's monitor on .cache/kvm-lab/monitor.sock.
 # LAB_RUN: a command to run in the lab's /repo instead of the tests (e.g. "node dist/bench/run.js
 # memslots"; the benchmarks' C baseline is built first, and QEMU comes along where it is installed).
 # Exit status: the exit status of `node --test` (or LAB_RUN) inside the lab (or 124 on timeout,
@@ -114,7 +114,7 @@ if [ -n "${LAB_WATCH:-}" ]; then
       done
     done ) &
 fi
-export TSVMM_REQUIRE_KVM=1 TSVMM_TEST_TIME_SCALE=${LAB_TIME_SCALE:-10} HOME=/tmp PATH=/sbin:/usr/sbin:/bin:/usr/bin
+export TSVMM_REQUIRE_KVM=1 TSVMM_KVM_LAB=1 TSVMM_TEST_TIME_SCALE=${LAB_TIME_SCALE:-10} HOME=/tmp PATH=/sbin:/usr/sbin:/bin:/usr/bin
 ${LAB_RUN:-${lab_skips:-} /usr/bin/node --test --test-concurrency=1 $tests}
 echo "kvm-lab: exit=\$?"
 poweroff -f
@@ -124,8 +124,12 @@ chmod +x "$root/init"
 
 log="$work/console.log"
 set +e
+# LAB_MONITOR=1: QEMU's monitor on $work/monitor.sock, to ask a stalled lab where its CPUs are
+# (e.g. `info registers -a`).
+monitor=()
+[ -n "${LAB_MONITOR:-}" ] && monitor=(-monitor "unix:$work/monitor.sock,server,nowait")
 timeout "${LAB_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "${LAB_SMP:-2}" -m "${LAB_MEM:-3G}" \
-  -nodefaults -no-user-config -nographic -serial stdio -no-reboot \
+  -nodefaults -no-user-config -nographic -serial stdio -no-reboot "${monitor[@]}" \
   -kernel "$kernel_vmlinuz" -initrd "$work/initrd.cpio" \
   -append "console=ttyS0 panic=-1 loglevel=6 kvm_amd.nested=0" | tee "$log"
 rc=${PIPESTATUS[0]}
