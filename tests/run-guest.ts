@@ -57,13 +57,27 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
       timer = setTimeout(() => rej(new Error(`${name}: no end within ${scaled(opts.timeoutMs ?? 30000)} ms; serial so far: ${JSON.stringify(m.serialOutput().slice(-400))}`)), scaled(opts.timeoutMs ?? 30000));
     });
     if (opts.during) {
+      // A VM that ends while the test still drives it (a guest crash, a vCPU that died) fails the
+      // test with its end reason, after a grace for tests that end it themselves and return,
+      // instead of leaving the test to poll until its timeout.
+      let driving = true;
+      const endedEarly = m.wait().then(async (r) => {
+        if (driving) await new Promise((res) => setTimeout(res, scaled(2000)).unref());
+        if (driving) throw new Error(`${name}: the VM ended while the test was driving it (${r.reason}, status ${r.status}${r.fatal ? `: ${r.fatal}` : ''}); serial: ${JSON.stringify(m.serialOutput().slice(-400))}`);
+      });
+      const driven = opts.during(m);
+      // Once the race is lost the test has failed; what the abandoned driver does after must not
+      // crash the process (an unhandled rejection) or keep it alive (waitFor's timers are unref'd).
+      driven.catch(() => {});
       try {
-        await Promise.race([opts.during(m), timeout]);
+        await Promise.race([driven, timeout, endedEarly]);
       } catch (e) {
         // A test driving a VM that has ended fails on released RAM or vCPUs; say why the VM ended.
         const r = m.endResult;
         if (r) throw new Error(`${name}: the VM ended while the test was driving it (${r.reason}, status ${r.status}${r.fatal ? `: ${r.fatal}` : ''}); serial: ${JSON.stringify(m.serialOutput().slice(-400))}`, { cause: e });
         throw e;
+      } finally {
+        driving = false;
       }
     }
     const r = await Promise.race([m.wait(), timeout]);
@@ -86,6 +100,7 @@ export async function waitFor(what: string, pred: () => boolean, ms = 20000): Pr
   const end = Date.now() + scaled(ms);
   while (!pred()) {
     if (Date.now() > end) throw new Error(`timed out after ${scaled(ms)} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
+    // Unref'd: a VM keeps the process alive while it runs; an abandoned wait must not.
+    await new Promise((r) => setTimeout(r, 5).unref());
   }
 }
