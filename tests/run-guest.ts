@@ -63,7 +63,8 @@ export async function runImage(kernel: Uint8Array, name: string, opts: RunOption
       let driving = true;
       const endedEarly = m.wait().then(async (r) => {
         if (driving) await new Promise((res) => setTimeout(res, scaled(2000)).unref());
-        if (driving) throw new Error(`${name}: the VM ended while the test was driving it (${r.reason}, status ${r.status}${r.fatal ? `: ${r.fatal}` : ''}); serial: ${JSON.stringify(m.serialOutput().slice(-400))}`);
+        // The catch below names the end reason.
+        if (driving) throw new Error(`the VM ended (${r.reason}) with the test still driving it`);
       });
       const driven = opts.during(m);
       // Once the race is lost the test has failed; what the abandoned driver does after must not
